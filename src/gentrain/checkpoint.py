@@ -1,0 +1,77 @@
+"""Checkpoints that survive crashes and load with ``torch.load(weights_only=True)``.
+
+A checkpoint is written to a temporary file in the same directory, flushed to disk and
+renamed over the old one, so ``last.ckpt`` is always either the old or the new state.
+It holds only tensors, numbers, strings and containers of them (no pickled objects).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from gentrain.dist import rank_zero_only
+from gentrain.errors import GentrainError
+
+FORMAT_VERSION = 1
+
+
+@rank_zero_only
+def save_checkpoint(state: dict[str, Any], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save({"format_version": FORMAT_VERSION, **state}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    if not path.is_file():
+        raise GentrainError(f"checkpoint not found: {path}")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:
+        raise GentrainError(f"cannot read checkpoint {path}: {exc}") from None
+    if state.get("format_version") != FORMAT_VERSION:
+        raise GentrainError(
+            f"checkpoint {path} has format {state.get('format_version')}, "
+            f"this gentrain reads format {FORMAT_VERSION}"
+        )
+    return state
+
+
+def rng_state() -> dict[str, Any]:
+    """Every random generator's state, as tensors and plain Python values."""
+    np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+    state: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": [np_name, torch.from_numpy(np_keys.astype(np.int64)), np_pos, np_has_gauss,
+                  np_gauss],
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    np_name, np_keys, np_pos, np_has_gauss, np_gauss = state["numpy"]
+    np.random.set_state((np_name, np_keys.numpy().astype(np.uint32), np_pos, np_has_gauss,
+                         np_gauss))
+    torch.set_rng_state(state["torch"].cpu())
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])

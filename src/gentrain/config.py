@@ -1,0 +1,158 @@
+"""Typed schemas for the composed config, checked before anything is built.
+
+Each section of the Hydra config is merged into its dataclass schema: OmegaConf rejects
+unknown keys and values of the wrong type, and each dataclass's ``__post_init__``
+checks ranges. The result is one ``ConfigError`` with a readable message.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
+
+from gentrain.data import DatasetConfig
+from gentrain.errors import ConfigError
+from gentrain.optim import OptimizerConfig
+from gentrain.registry import DATASETS, LOGGERS, MODELS, OPTIMIZERS
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+@dataclass
+class TrainerConfig:
+    max_epochs: int = 10
+    max_steps: int | None = None  # stop after this many steps, even mid-epoch
+    batch_size: int = 128
+    val_batch_size: int = 500
+    limit_val_batches: int | None = None  # None: the whole validation split
+    gradient_clip_norm: float | None = None
+    log_every_n_steps: int = 50
+    images_every_n_steps: int = 500  # sample/reconstruction grids (also at each epoch end)
+    checkpoint_every_n_steps: int = 1000  # last.ckpt (also at each epoch end)
+    num_grid_images: int = 64
+    deterministic: bool = False
+    resume: str | None = None  # None | auto | /path/to/last.ckpt
+    progress: bool = True  # rich progress bar on a terminal; plain lines otherwise
+
+    def __post_init__(self) -> None:
+        positive = (
+            "max_epochs",
+            "batch_size",
+            "val_batch_size",
+            "log_every_n_steps",
+            "images_every_n_steps",
+            "checkpoint_every_n_steps",
+            "num_grid_images",
+        )
+        for key in positive:
+            if getattr(self, key) < 1:
+                raise ConfigError(f"trainer.{key} must be >= 1, got {getattr(self, key)}")
+        for key in ("max_steps", "limit_val_batches"):
+            value = getattr(self, key)
+            if value is not None and value < 1:
+                raise ConfigError(f"trainer.{key} must be >= 1 or null, got {value}")
+        if self.gradient_clip_norm is not None and self.gradient_clip_norm <= 0:
+            raise ConfigError(
+                f"trainer.gradient_clip_norm must be > 0 or null, got {self.gradient_clip_norm}"
+            )
+
+
+@dataclass
+class DeviceConfig:
+    name: str = "auto"  # auto | cpu | cuda | mps
+    num_threads: int | None = None  # CPU threads for torch; None: torch's default
+
+    def __post_init__(self) -> None:
+        if self.name not in DEVICES:
+            raise ConfigError(f"unknown device {self.name!r}; available: {', '.join(DEVICES)}")
+
+
+@dataclass
+class LoggerConfig:
+    name: str = "tensorboard"
+
+
+@dataclass
+class PathsConfig:
+    data_dir: str = "./data"
+    output_dir: str = "./outputs/run"
+
+
+@dataclass
+class RunConfig:
+    """The validated config of one training run."""
+
+    model: Any
+    dataset: DatasetConfig
+    optimizer: OptimizerConfig
+    device: DeviceConfig
+    trainer: TrainerConfig
+    logger: LoggerConfig
+    paths: PathsConfig
+    seed: int = 0
+    optimized_metric: str = "val/loss"
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+SECTIONS = {
+    "dataset": (DATASETS, lambda name: DatasetConfig),
+    "optimizer": (OPTIMIZERS, lambda name: OptimizerConfig),
+    "model": (MODELS, lambda name: MODELS.get(name).Config),
+    "logger": (LOGGERS, lambda name: LoggerConfig),
+}
+PLAIN_SECTIONS = {
+    "device": DeviceConfig,
+    "trainer": TrainerConfig,
+    "paths": PathsConfig,
+}
+TOP_LEVEL = {"seed", "optimized_metric", "task_name", "tags"}
+
+
+def _typed(section: str, schema: type, values: Any) -> Any:
+    """Merge ``values`` into ``schema`` and build the dataclass, or raise ConfigError."""
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(schema), values)
+        return OmegaConf.to_object(merged)
+    except ConfigKeyError as exc:
+        valid = ", ".join(schema.__dataclass_fields__)
+        raise ConfigError(
+            f"unknown config key '{section}.{exc.key}'; valid keys of {section}: {valid}"
+        ) from None
+    except OmegaConfBaseException as exc:
+        reason = str(exc).splitlines()[0]
+        raise ConfigError(f"invalid value for '{section}.{exc.full_key}': {reason}") from None
+
+
+def validate_config(cfg: DictConfig) -> RunConfig:
+    """Check every section of ``cfg`` and return typed, range-checked config objects."""
+    missing = [s for s in [*SECTIONS, *PLAIN_SECTIONS] if s not in cfg]
+    if missing:
+        raise ConfigError(f"the config has no {', '.join(missing)} section(s)")
+    typed: dict[str, Any] = {}
+    for section, (registry, schema_for) in SECTIONS.items():
+        values = cfg[section]
+        name = values.get("name") if isinstance(values, DictConfig) else None
+        if name is None:
+            raise ConfigError(f"{section}.name is missing; available: {', '.join(registry)}")
+        if name not in registry:
+            raise ConfigError(registry.unknown_message(name))
+        typed[section] = _typed(section, schema_for(name), values)
+    for section, schema in PLAIN_SECTIONS.items():
+        typed[section] = _typed(section, schema, cfg[section])
+    extras = {k: cfg[k] for k in cfg if k not in typed}
+    unknown = sorted(set(extras) - TOP_LEVEL - {"hydra"})
+    if unknown:
+        raise ConfigError(
+            f"unknown top-level config key(s) {unknown}; valid: "
+            f"{', '.join(sorted([*SECTIONS, *PLAIN_SECTIONS, *TOP_LEVEL]))}"
+        )
+    seed = extras.pop("seed", 0)
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise ConfigError(f"seed must be an integer, got {seed!r}")
+    metric = str(extras.pop("optimized_metric", "val/loss"))
+    typed["paths"].data_dir = str(Path(typed["paths"].data_dir).expanduser().resolve())
+    return RunConfig(**typed, seed=seed, optimized_metric=metric, extras=extras)

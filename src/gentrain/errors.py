@@ -1,0 +1,17 @@
+"""Errors a user can fix: the CLI prints their message alone, without a traceback."""
+
+
+class GentrainError(Exception):
+    """Base class for errors caused by input (configs, data, checkpoints), not by bugs."""
+
+
+class ConfigError(GentrainError):
+    """A config value is missing, of the wrong type or out of range."""
+
+
+class DataNotFoundError(GentrainError):
+    """A dataset's files are not where the config says, and could not be downloaded."""
+
+
+class TrainingDivergedError(GentrainError):
+    """A loss became NaN or infinite; training stopped before writing a bad checkpoint."""
