@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
+from omegaconf.errors import ConfigKeyError, MissingMandatoryValue, OmegaConfBaseException
 
 from gentrain.data import DatasetConfig
 from gentrain.errors import ConfigError
@@ -115,8 +115,14 @@ TOP_LEVEL = {"seed", "optimized_metric", "task_name", "tags"}
 def _typed(section: str, schema: type, values: Any) -> Any:
     """Merge ``values`` into ``schema`` and build the dataclass, or raise ConfigError."""
     try:
+        if isinstance(values, DictConfig):  # resolve against the whole config first
+            values = OmegaConf.to_container(values, resolve=True, throw_on_missing=False)
         merged = OmegaConf.merge(OmegaConf.structured(schema), values)
         return OmegaConf.to_object(merged)
+    except MissingMandatoryValue as exc:
+        raise ConfigError(
+            f"'{section}.{exc.full_key}' is required; set it, e.g. {section}.{exc.full_key}=..."
+        ) from None
     except ConfigKeyError as exc:
         valid = ", ".join(schema.__dataclass_fields__)
         raise ConfigError(

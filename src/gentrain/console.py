@@ -40,7 +40,9 @@ def print_config_tree(cfg: DictConfig) -> None:
     for name in names:
         value = cfg[name]
         branch = tree.add(f"[bold]{name}[/bold]")
-        text = OmegaConf.to_yaml(value, resolve=True) if isinstance(value, DictConfig) else str(value)
+        text = (
+            OmegaConf.to_yaml(value, resolve=True) if isinstance(value, DictConfig) else str(value)
+        )
         branch.add(Syntax(text.rstrip(), "yaml", theme="ansi_dark", background_color="default"))
     console.print(tree)
 
@@ -79,8 +81,9 @@ class TrainingProgress:
                 console=console,
                 transient=False,
             )
-            self._task = self._progress.add_task("train", total=total_steps, epoch="", speed="",
-                                                 losses="")
+            self._task = self._progress.add_task(
+                "train", total=total_steps, epoch="", speed="", losses=""
+            )
 
     def __enter__(self) -> TrainingProgress:
         if self._progress is not None:
@@ -91,16 +94,28 @@ class TrainingProgress:
         if self._progress is not None:
             self._progress.stop()
 
-    def update(self, step: int, epoch: str, images_per_sec: float, losses: dict[str, float],
-               force_line: bool = False) -> None:
+    def update(
+        self,
+        step: int,
+        epoch: str,
+        images_per_sec: float,
+        losses: dict[str, float],
+        force_line: bool = False,
+    ) -> None:
         speed = f"{images_per_sec:,.0f} img/s"
         if self._progress is not None:
-            self._progress.update(self._task, completed=step, epoch=epoch, speed=speed,
-                                  losses=format_losses(losses))
+            self._progress.update(
+                self._task, completed=step, epoch=epoch, speed=speed, losses=format_losses(losses)
+            )
         elif force_line:
             elapsed = time.perf_counter() - self.start
             eta = elapsed / max(step, 1) * (self.total - step)
             log.info(
-                "epoch %s step %d/%d | %s | eta %s | %s", epoch, step, self.total, speed,
-                time.strftime("%H:%M:%S", time.gmtime(eta)), format_losses(losses),
+                "epoch %s step %d/%d | %s | eta %s | %s",
+                epoch,
+                step,
+                self.total,
+                speed,
+                time.strftime("%H:%M:%S", time.gmtime(eta)),
+                format_losses(losses),
             )

@@ -115,7 +115,6 @@ class OptimizerFactory:
         self.networks_seen: list[str] = []
 
 
-
 def lr_schedule(cfg: OptimizerConfig, total_steps: int):
     """Learning-rate multiplier per step: linear warm-up, then constant or cosine decay.
 

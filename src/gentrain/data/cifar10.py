@@ -1,0 +1,63 @@
+"""CIFAR-10 read from the python-pickle batches torchvision downloads.
+
+Reading the batches ourselves (not ``torchvision.datasets.CIFAR10``) keeps the data
+directory read-only friendly and hands back uint8 tensors with no per-image PIL work.
+"""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import torch
+from torchvision import datasets
+
+from gentrain.data.base import DatasetConfig, ImageData
+from gentrain.errors import DataNotFoundError
+from gentrain.registry import DATASETS
+
+FOLDER = "cifar-10-batches-py"
+TRAIN_BATCHES = [f"data_batch_{i}" for i in range(1, 6)]
+TEST_BATCHES = ["test_batch"]
+
+
+def read_batches(folder: Path, names: list[str]) -> torch.Tensor:
+    """Images of the named pickle batches as one uint8 tensor (N, 3, 32, 32)."""
+    arrays = []
+    for name in names:
+        with open(folder / name, "rb") as f:
+            entry = pickle.load(f, encoding="latin1")  # the official files are pickles
+        data = np.asarray(entry["data"], dtype=np.uint8)
+        arrays.append(data.reshape(-1, 3, 32, 32))
+    return torch.from_numpy(np.concatenate(arrays))
+
+
+@DATASETS.register("cifar10")
+def load_cifar10(cfg: DatasetConfig) -> ImageData:
+    root = Path(cfg.root).expanduser()
+    folder = root / FOLDER
+    names = TRAIN_BATCHES + TEST_BATCHES
+    if any(not (folder / n).is_file() for n in names) and cfg.download:
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            datasets.CIFAR10(root=str(root), train=True, download=True)
+        except Exception as exc:
+            raise DataNotFoundError(
+                f"could not download CIFAR-10 into {root.resolve()}: {exc}\n"
+                f"Fix: unpack cifar-10-python.tar.gz so that {folder.resolve()} holds "
+                f"{', '.join(names)}, or point GENTRAIN_DATA_DIR at a directory that does."
+            ) from None
+    missing = [n for n in names if not (folder / n).is_file()]
+    if missing:
+        raise DataNotFoundError(
+            f"CIFAR-10 not found: looked in {folder.resolve()} for {', '.join(names)}; "
+            f"missing {', '.join(missing)}.\nFix: point the data directory at a copy "
+            "(GENTRAIN_DATA_DIR=... or paths.data_dir=...), or run with a network and "
+            "dataset.download=true."
+        )
+    return ImageData(
+        name=cfg.name,
+        train=read_batches(folder, TRAIN_BATCHES),
+        val=read_batches(folder, TEST_BATCHES),
+    )

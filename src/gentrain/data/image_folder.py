@@ -1,0 +1,88 @@
+"""A directory of the user's own images, decoded once into memory.
+
+Every PIL-readable file under ``dataset.path`` (nested folders included) is converted to
+the configured channels, resized on its short side and centre-cropped to a square, then
+held as uint8. Files PIL cannot read stop the run with their names listed: silently
+skipping them would train on less data than the user thinks.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from gentrain.data.base import DatasetConfig, ImageData
+from gentrain.errors import ConfigError, DataNotFoundError
+from gentrain.registry import DATASETS
+
+IGNORED_SUFFIXES = {".txt", ".md", ".json", ".csv", ".yaml", ".yml", ".db", ".ini"}
+# In-memory decoding is the fast path; refuse sizes that would not fit in host memory.
+MAX_BYTES = 8 * 1024**3
+
+
+def list_images(folder: Path) -> list[Path]:
+    return sorted(
+        p
+        for p in folder.rglob("*")
+        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() not in IGNORED_SUFFIXES
+    )
+
+
+def load_image(path: Path, channels: int, size: int) -> np.ndarray:
+    with Image.open(path) as image:
+        image = image.convert("L" if channels == 1 else "RGB")
+        w, h = image.size
+        scale = size / min(w, h)
+        image = image.resize(
+            (max(size, round(w * scale)), max(size, round(h * scale))), Image.Resampling.BICUBIC
+        )
+        w, h = image.size
+        left, top = (w - size) // 2, (h - size) // 2
+        image = image.crop((left, top, left + size, top + size))
+        array = np.asarray(image, dtype=np.uint8)
+    return array[None] if channels == 1 else array.transpose(2, 0, 1)
+
+
+@DATASETS.register("image_folder")
+def load_image_folder(cfg: DatasetConfig) -> ImageData:
+    if cfg.path is None:
+        raise ConfigError("dataset=image_folder needs dataset.path=/directory/of/images")
+    if cfg.image_size is None:
+        raise ConfigError("dataset=image_folder needs dataset.image_size (e.g. 32 or 64)")
+    folder = Path(cfg.path).expanduser()
+    if not folder.is_dir():
+        raise DataNotFoundError(f"dataset.path {folder.resolve()} is not a directory")
+    files = list_images(folder)
+    channels = cfg.channels or 3
+    if len(files) < 2:
+        raise DataNotFoundError(
+            f"found {len(files)} image file(s) under {folder.resolve()}; need at least 2 "
+            "(one for training, one for validation)"
+        )
+    needed = len(files) * channels * cfg.image_size**2
+    if needed > MAX_BYTES:
+        raise ConfigError(
+            f"{len(files)} images at {cfg.image_size}px need {needed / 1024**3:.1f} GiB in memory "
+            f"(limit {MAX_BYTES / 1024**3:.0f} GiB); lower dataset.image_size or use a subset"
+        )
+    images, unreadable = [], []
+    for path in files:
+        try:
+            images.append(load_image(path, channels, cfg.image_size))
+        except (UnidentifiedImageError, OSError, ValueError) as exc:
+            unreadable.append(f"{path} ({type(exc).__name__})")
+    if unreadable:
+        shown = "\n  ".join(unreadable[:20])
+        more = f"\n  ... and {len(unreadable) - 20} more" if len(unreadable) > 20 else ""
+        raise DataNotFoundError(
+            f"{len(unreadable)} file(s) under {folder.resolve()} are not readable images:\n"
+            f"  {shown}{more}\nFix: remove or convert them."
+        )
+    data = torch.from_numpy(np.stack(images))
+    # A seeded split, independent of the training seed, so validation never changes.
+    order = torch.randperm(len(data), generator=torch.Generator().manual_seed(0))
+    n_val = max(1, round(len(data) * cfg.val_fraction))
+    return ImageData(name=cfg.name, train=data[order[n_val:]], val=data[order[:n_val]])

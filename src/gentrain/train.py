@@ -1,0 +1,186 @@
+"""The single entry point: ``gentrain`` / ``python -m gentrain``.
+
+``main`` is a thin Hydra wrapper; ``train(cfg)`` builds the dataset, model, logger and
+trainer from the registries by name, runs it and returns the final metrics, so tests and
+Hydra sweepers can call it directly.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from gentrain.checkpoint import atomic_write_bytes
+from gentrain.config import DeviceConfig, RunConfig, validate_config
+from gentrain.console import console, print_config_tree, print_metrics_table
+from gentrain.data import build_dataset
+from gentrain.errors import ConfigError, GentrainError
+from gentrain.models import build_model
+from gentrain.registry import LOGGERS
+from gentrain.trainer import Trainer
+
+log = logging.getLogger("gentrain")
+
+
+def config_dir() -> Path:
+    """The packaged configs (wheel installs) or the repository's ``configs/`` (editable)."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "configs", here.parents[1] / "configs"):
+        if (candidate / "train.yaml").is_file():
+            return candidate
+    raise FileNotFoundError(f"gentrain's configs/ not found next to {here}; reinstall gentrain")
+
+
+class TrainingInterrupted(GentrainError):
+    """Training stopped on SIGINT/SIGTERM after saving a checkpoint."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.benchmark = not deterministic
+
+
+def resolve_device(cfg: DeviceConfig) -> torch.device:
+    """The configured device, or a ConfigError saying why it is not usable here."""
+    if cfg.num_threads is not None:
+        if cfg.num_threads < 1:
+            raise ConfigError(f"device.num_threads must be >= 1, got {cfg.num_threads}")
+        torch.set_num_threads(cfg.num_threads)
+    cuda, mps = torch.cuda.is_available(), torch.backends.mps.is_available()
+    if cfg.name == "auto":
+        return torch.device("cuda" if cuda else "mps" if mps else "cpu")
+    if cfg.name == "cuda" and not cuda:
+        raise ConfigError(
+            "device=cuda but CUDA is not available here "
+            f"(torch {torch.__version__}, built for CUDA {torch.version.cuda}); "
+            "use device=cpu or device=auto"
+        )
+    if cfg.name == "mps" and not mps:
+        raise ConfigError("device=mps but Apple MPS is not available here; use device=auto")
+    return torch.device(cfg.name)
+
+
+def find_resume_checkpoint(resume: str | None, output_dir: Path) -> Path | None:
+    """``trainer.resume``: null, ``auto`` or a path, turned into a checkpoint path.
+
+    ``auto`` takes this run directory's ``checkpoints/last.ckpt`` if it has one, else the
+    newest ``last.ckpt`` of the sibling runs (``outputs/runs/<date>/<time>``); with none,
+    training starts fresh.
+    """
+    if resume is None:
+        return None
+    if resume != "auto":
+        path = Path(resume).expanduser()
+        if path.is_dir():
+            path = path / "checkpoints" / "last.ckpt"
+        if not path.is_file():
+            raise ConfigError(
+                f"trainer.resume={resume}: no checkpoint at {path.resolve()}; pass a run "
+                "directory, a .ckpt file, or trainer.resume=auto"
+            )
+        return path
+    own = output_dir / "checkpoints" / "last.ckpt"
+    if own.is_file():
+        return own
+    runs_root = output_dir.resolve().parents[1]
+    found = sorted(runs_root.glob("*/*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
+    if found:
+        return found[-1]
+    log.info("trainer.resume=auto: no checkpoint under %s, starting fresh", runs_root)
+    return None
+
+
+def flat_hparams(cfg: DictConfig) -> dict[str, Any]:
+    """The config as ``section/key`` -> scalar, for TensorBoard's HParams tab."""
+    out: dict[str, Any] = {}
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                walk(f"{prefix}/{key}" if prefix else str(key), item)
+        elif isinstance(value, bool | int | float | str):
+            out[prefix] = value
+        else:
+            out[prefix] = str(value)
+
+    walk("", {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k != "hydra"})
+    return out
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Validate ``cfg``, train, write ``metrics.json``; return the final metrics."""
+    run: RunConfig = validate_config(cfg)
+    output_dir = Path(run.paths.output_dir)
+    device = resolve_device(run.device)
+    resume_from = find_resume_checkpoint(run.trainer.resume, output_dir)
+    seed_everything(run.seed, run.trainer.deterministic)
+    print_config_tree(cfg)
+
+    data = build_dataset(run.dataset)
+    model = build_model(run.model, data.image_shape)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    logger = LOGGERS.get(run.logger.name)(output_dir)
+    logger.log_text("config", "```yaml\n" + OmegaConf.to_yaml(cfg, resolve=True) + "```")
+    trainer = Trainer(run.trainer, device, output_dir, logger, seed=run.seed)
+    try:
+        metrics = trainer.fit(model, data, run.optimizer, resume_from=resume_from)
+        logger.log_hparams(flat_hparams(cfg), {k: v for k, v in metrics.items() if "/" in k})
+    finally:
+        logger.close()
+
+    atomic_write_bytes(output_dir / "metrics.json", (json.dumps(metrics, indent=2) + "\n").encode())
+    print_metrics_table(metrics)
+    log.info("outputs in %s", output_dir)
+    if trainer.interrupted:
+        code = 143 if trainer.interrupted == "SIGTERM" else 130
+        raise TrainingInterrupted(
+            f"stopped by {trainer.interrupted} at step {trainer.step}; checkpoint saved to "
+            f"{trainer.checkpoint_path}.\nResume: rerun the same command with "
+            f"trainer.resume={trainer.checkpoint_path}",
+            exit_code=code,
+        )
+    if run.optimized_metric not in metrics:
+        log.warning(
+            "optimized_metric %r is not among the metrics: %s",
+            run.optimized_metric,
+            ", ".join(metrics),
+        )
+    return metrics
+
+
+def _run(cfg: DictConfig) -> float | None:
+    """Hydra's task function: returns the optimised metric for sweepers."""
+    try:
+        metrics = train(cfg)
+    except GentrainError as exc:
+        console.print(f"[bold red]error:[/bold red] {exc}", highlight=False)
+        sys.exit(getattr(exc, "exit_code", 2))
+    return metrics.get(str(cfg.get("optimized_metric", "val/loss")))
+
+
+def main() -> None:
+    import hydra
+
+    hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")(_run)()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,303 @@
+"""The training loop: epochs, validation, logging, checkpoints, resume and signals.
+
+The trainer never looks inside a model: it hands batches to ``model.training_step``,
+which updates whatever networks the model has and returns named loss terms. Everything
+else (devices, RNG, images/s, grids, ``last.ckpt``, Ctrl-C) lives here, in one loop you
+can read top to bottom in ``fit``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+from torchvision.utils import make_grid
+
+from gentrain.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from gentrain.config import TrainerConfig
+from gentrain.console import TrainingProgress
+from gentrain.data import DeviceTensorLoader, ImageData
+from gentrain.errors import GentrainError, TrainingDivergedError
+from gentrain.loggers import NullLogger
+from gentrain.models import GenerativeModel
+from gentrain.optim import OptimizerConfig, OptimizerFactory
+
+log = logging.getLogger("gentrain")
+
+
+class StopRequested:
+    """Turns the first SIGINT/SIGTERM into a flag checked after each step.
+
+    The step in flight finishes, ``last.ckpt`` is written and ``fit`` returns; a second
+    Ctrl-C interrupts immediately (KeyboardInterrupt), as users expect.
+    """
+
+    def __init__(self) -> None:
+        self.signal_name: str | None = None
+
+    def __bool__(self) -> bool:
+        return self.signal_name is not None
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.signal_name is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signal_name = signal.Signals(signum).name
+        log.warning("%s received: finishing this step and saving a checkpoint", self.signal_name)
+
+    @contextmanager
+    def installed(self) -> Iterator[StopRequested]:
+        if threading.current_thread() is not threading.main_thread():
+            yield self  # signal handlers can only be set from the main thread
+            return
+        previous = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield self
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+
+
+class Trainer:
+    """Runs ``model`` on ``data``: see ``fit``."""
+
+    def __init__(
+        self,
+        cfg: TrainerConfig,
+        device: torch.device,
+        output_dir: Path,
+        logger: NullLogger | None = None,
+        seed: int = 0,
+    ) -> None:
+        self.cfg = cfg
+        self.device = device
+        self.output_dir = output_dir
+        self.checkpoint_path = output_dir / "checkpoints" / "last.ckpt"
+        self.logger = logger or NullLogger()
+        self.seed = seed
+        self.step = 0
+        self.epoch = 0
+        self.batch_in_epoch = 0
+        self.interrupted: str | None = None  # the signal's name if a signal stopped the run
+        self._saved_step = -1
+
+    # ---------------------------------------------------------------------------------------
+    def fit(
+        self,
+        model: GenerativeModel,
+        data: ImageData,
+        optimizer_cfg: OptimizerConfig,
+        resume_from: Path | None = None,
+    ) -> dict[str, float]:
+        """Train until ``max_epochs`` or ``max_steps``; return the final metrics."""
+        cfg = self.cfg
+        loader = DeviceTensorLoader(data.train, cfg.batch_size, self.device, seed=self.seed)
+        val_count = len(data.val)
+        if cfg.limit_val_batches is not None:
+            val_count = min(val_count, cfg.limit_val_batches * cfg.val_batch_size)
+        val_images = data.val[:val_count].to(self.device)
+        total_steps = cfg.max_epochs * len(loader)
+        if cfg.max_steps is not None:
+            total_steps = min(total_steps, cfg.max_steps)
+
+        model.to(self.device)
+        factory = OptimizerFactory(optimizer_cfg, total_steps, cfg.gradient_clip_norm)
+        model.configure_optimizers(factory)
+        factory.check_networks()
+
+        # Fixed inputs for the image grids: the same noise and validation images all run long.
+        noise_generator = torch.Generator().manual_seed(self.seed)
+        self.fixed_noise = model.sample_noise(cfg.num_grid_images, noise_generator)
+        self.fixed_images = data.val[: max(1, cfg.num_grid_images // 2)].to(self.device)
+        if resume_from is not None:
+            self._restore(model, resume_from)
+
+        log.info(
+            "training %s on %s: %d steps (%d per epoch, batch %d) on %s, %s parameters",
+            type(model).__name__,
+            data.name,
+            total_steps,
+            len(loader),
+            cfg.batch_size,
+            self.device,
+            f"{sum(p.numel() for p in model.parameters()):,}",
+        )
+        metrics: dict[str, float] = {}
+        sums: dict[str, torch.Tensor] = {}
+        window_steps, window_start = 0, time.perf_counter()
+        images_per_sec, shown = 0.0, {}
+        train_seconds, train_images = 0.0, 0
+        stop = StopRequested()
+        with stop.installed(), TrainingProgress(total_steps, cfg.progress) as progress:
+            progress.update(self.step, str(self.epoch + 1), 0.0, {})
+            while self.epoch < cfg.max_epochs and self.step < total_steps and not stop:
+                model.train()
+                for x in loader.epoch(self.epoch, start_batch=self.batch_in_epoch):
+                    terms = model.training_step(x)
+                    self.step += 1
+                    self.batch_in_epoch += 1
+                    window_steps += 1
+                    self._check_finite(terms)
+                    for name, value in terms.items():
+                        sums[name] = sums.get(name, 0.0) + value.float()
+
+                    if self.step % cfg.log_every_n_steps == 0 or self.step == total_steps:
+                        elapsed = time.perf_counter() - window_start
+                        images_per_sec = window_steps * cfg.batch_size / max(elapsed, 1e-9)
+                        train_seconds += elapsed
+                        train_images += window_steps * cfg.batch_size
+                        shown = {k: float(v) / window_steps for k, v in sums.items()}
+                        scalars = {f"train/{k}": v for k, v in shown.items()}
+                        scalars["train/images_per_sec"] = images_per_sec
+                        scalars["epoch"] = self.epoch + self.batch_in_epoch / len(loader)
+                        for network, scheduler in model.schedulers.items():
+                            scalars[f"lr/{network}"] = scheduler.get_last_lr()[0]
+                        self.logger.log_scalars(scalars, self.step)
+                        progress.update(
+                            self.step, str(self.epoch + 1), images_per_sec, shown, force_line=True
+                        )
+                        sums, window_steps, window_start = {}, 0, time.perf_counter()
+                    else:
+                        progress.update(self.step, str(self.epoch + 1), images_per_sec, shown)
+
+                    if self.step % cfg.images_every_n_steps == 0:
+                        self._log_grids(model)
+                    last_of_epoch = self.batch_in_epoch == len(loader)
+                    if stop or (self.step >= total_steps and not last_of_epoch):
+                        break
+                    if self.step % cfg.checkpoint_every_n_steps == 0 and not last_of_epoch:
+                        self._save(model)
+                else:  # the epoch ran to its end
+                    self.epoch += 1
+                    self.batch_in_epoch = 0
+                    pause = time.perf_counter()
+                    metrics = self._validate(model, val_images)
+                    self._log_grids(model)
+                    self._save(model)
+                    window_start += time.perf_counter() - pause  # keep eval out of images/s
+                    continue
+                break  # max_steps reached or a stop was requested mid-epoch
+
+        if self.batch_in_epoch or not metrics:  # stopped mid-epoch: still validate
+            metrics = self._validate(model, val_images)
+            self._log_grids(model)
+        if self._saved_step != self.step:
+            self._save(model)
+        if stop:
+            self.interrupted = stop.signal_name
+            log.warning(
+                "stopped by %s at step %d; checkpoint saved to %s",
+                stop.signal_name,
+                self.step,
+                self.checkpoint_path,
+            )
+        metrics = {
+            **metrics,
+            "train/images_per_sec": train_images / train_seconds if train_seconds else 0.0,
+            "train/seconds": train_seconds,
+            "step": float(self.step),
+            "epoch": float(self.epoch),
+        }
+        return metrics
+
+    # ---------------------------------------------------------------------------------------
+    def _check_finite(self, terms: dict[str, torch.Tensor]) -> None:
+        values = torch.stack([v.float() for v in terms.values()])
+        if bool(torch.isfinite(values).all()):
+            return
+        bad = [k for k, v in terms.items() if not bool(torch.isfinite(v))]
+        kept = (
+            f"the last good checkpoint is {self.checkpoint_path}"
+            if self.checkpoint_path.is_file()
+            else "no checkpoint had been written yet"
+        )
+        raise TrainingDivergedError(
+            f"loss term(s) {', '.join(repr(b) for b in bad)} became NaN/Inf at step {self.step} "
+            f"(epoch {self.epoch + 1}); stopped without saving, {kept}.\n"
+            "Fix: lower optimizer.lr, set trainer.gradient_clip_norm, or check the data."
+        )
+
+    @torch.no_grad()
+    def _validate(self, model: GenerativeModel, images: torch.Tensor) -> dict[str, float]:
+        """Mean validation losses over ``images``, with RNG isolated from training."""
+        was_training = model.training
+        model.eval()
+        sums: dict[str, float] = {}
+        count = 0
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(self.seed + 1)
+            for start in range(0, len(images), self.cfg.val_batch_size):
+                x = images[start : start + self.cfg.val_batch_size].float().div_(255.0)
+                for name, value in model.validation_step(x).items():
+                    sums[name] = sums.get(name, 0.0) + float(value) * len(x)
+                count += len(x)
+        model.train(was_training)
+        metrics = {f"val/{k}": v / max(count, 1) for k, v in sums.items()}
+        self.logger.log_scalars(metrics, self.step)
+        return metrics
+
+    @torch.no_grad()
+    def _log_grids(self, model: GenerativeModel) -> None:
+        was_training = model.training
+        model.eval()
+        nrow = max(1, int(math.sqrt(len(self.fixed_noise))))
+        samples = model.sample(self.fixed_noise.to(self.device)).clamp(0, 1)
+        self.logger.log_image("samples", make_grid(samples.cpu(), nrow=nrow), self.step)
+        if model.has_encoder:
+            x = self.fixed_images.float().div(255.0)
+            recon = model.reconstruct(x).clamp(0, 1)
+            pairs = torch.stack([x, recon], dim=1).flatten(0, 1)  # original, reconstruction, ...
+            self.logger.log_image(
+                "reconstructions", make_grid(pairs.cpu(), nrow=2 * max(1, nrow // 2)), self.step
+            )
+        model.train(was_training)
+
+    # ---------------------------------------------------------------------------------------
+    def _save(self, model: GenerativeModel) -> None:
+        self._saved_step = self.step
+        save_checkpoint(
+            {
+                "model_class": type(model).__name__,
+                "model": model.state_dict(),
+                "optimizers": model.optimizer_state_dict(),
+                "step": self.step,
+                "epoch": self.epoch,
+                "batch_in_epoch": self.batch_in_epoch,
+                "rng": rng_state(),
+                "fixed_noise": self.fixed_noise,
+                "trainer": asdict(self.cfg),
+            },
+            self.checkpoint_path,
+        )
+
+    def _restore(self, model: GenerativeModel, path: Path) -> None:
+        state = load_checkpoint(path, map_location=self.device)
+        if state.get("model_class") != type(model).__name__:
+            raise GentrainError(
+                f"{path} holds a {state.get('model_class')} but this run builds a "
+                f"{type(model).__name__}; resume with the same model config"
+            )
+        try:
+            model.load_state_dict(state["model"])
+            model.load_optimizer_state_dict(state["optimizers"])
+        except (RuntimeError, KeyError, ValueError) as exc:
+            first = str(exc).splitlines()[0]
+            raise GentrainError(
+                f"{path} does not fit this model ({first}); resume with the config it was "
+                "trained with (see .hydra/config.yaml in its run directory)"
+            ) from None
+        self.step = int(state["step"])
+        self.epoch = int(state["epoch"])
+        self.batch_in_epoch = int(state["batch_in_epoch"])
+        self.fixed_noise = state["fixed_noise"].cpu()
+        set_rng_state(state["rng"])
+        log.info("resumed from %s at step %d (epoch %d)", path, self.step, self.epoch + 1)

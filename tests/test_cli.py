@@ -1,0 +1,102 @@
+"""The installed command: `python -m gentrain` from any directory, and a non-editable wheel."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+from conftest import REPO
+
+
+def _run(args, cwd, env=None, timeout=300):
+    return subprocess.run(
+        [sys.executable, *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=timeout
+    )
+
+
+def test_module_entry_trains_from_another_directory(data_dir, tmp_path):
+    run_dir = tmp_path / "run"
+    result = _run(
+        [
+            "-m",
+            "gentrain",
+            "debug=fast",
+            "device=cpu",
+            "dataset.download=false",
+            f"paths.data_dir={data_dir}",
+            f"hydra.run.dir={run_dir}",
+        ],
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    for produced in ["checkpoints/last.ckpt", "metrics.json", "train.log", ".hydra/config.yaml"]:
+        assert (run_dir / produced).is_file(), produced
+    assert list((run_dir / "tb").glob("events.out.tfevents.*"))
+    assert "\x1b[" not in result.stdout  # no terminal control codes when not on a TTY
+
+
+def test_missing_data_is_a_clear_error_without_traceback(tmp_path):
+    result = _run(
+        [
+            "-m",
+            "gentrain",
+            "debug=fast",
+            "dataset.download=false",
+            f"paths.data_dir={tmp_path / 'nowhere'}",
+            f"hydra.run.dir={tmp_path / 'r'}",
+        ],
+        cwd=tmp_path,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 2, output
+    assert "MNIST not found" in output and "Traceback" not in output
+
+
+def test_non_editable_wheel_ships_the_configs(data_dir, tmp_path):
+    built = _run(
+        [
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path / "dist"),
+            str(REPO),
+        ],
+        cwd=tmp_path,
+    )
+    assert built.returncode == 0, built.stderr
+    wheel = next((tmp_path / "dist").glob("gentrain-*.whl"))
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "gentrain/configs/train.yaml" in names and "gentrain/configs/model/vae.yaml" in names
+
+    target = tmp_path / "site"
+    installed = _run(
+        ["-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
+        cwd=tmp_path,
+    )
+    assert installed.returncode == 0, installed.stderr
+    env = {**os.environ, "PYTHONPATH": str(target)}
+    where = _run(["-c", "import gentrain.train as t; print(t.config_dir())"], cwd=tmp_path, env=env)
+    assert Path(where.stdout.strip()) == target / "gentrain" / "configs", where.stderr
+    run_dir = tmp_path / "run"
+    result = _run(
+        [
+            "-m",
+            "gentrain",
+            "debug=fast",
+            "device=cpu",
+            "logger=none",
+            f"paths.data_dir={data_dir}",
+            f"hydra.run.dir={run_dir}",
+        ],
+        cwd=tmp_path,
+        env=env,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()

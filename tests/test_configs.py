@@ -1,0 +1,112 @@
+"""Every config group option composes, validates, and matches a registered builder."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from gentrain.config import validate_config
+from gentrain.errors import ConfigError
+from gentrain.registry import DATASETS, LOGGERS, MODELS, OPTIMIZERS
+from gentrain.train import config_dir
+
+CONFIGS = config_dir()
+GROUPS = sorted(p.name for p in CONFIGS.iterdir() if p.is_dir() and p.name != "hydra")
+OPTIONS = [(g, f.stem) for g in GROUPS for f in sorted((CONFIGS / g).glob("*.yaml"))]
+
+
+@pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
+def test_every_option_composes_and_validates(make_config, tmp_path, group, option):
+    extra = [f"dataset.path={tmp_path}"] if option == "image_folder" else []
+    cfg = make_config(f"{group}={option}", *extra)
+    run = validate_config(cfg)
+    if group in ("model", "dataset", "optimizer", "logger"):
+        assert getattr(run, group).name == option
+
+
+@pytest.mark.parametrize(
+    ("group", "registry"),
+    [("model", MODELS), ("dataset", DATASETS), ("optimizer", OPTIMIZERS), ("logger", LOGGERS)],
+)
+def test_config_files_match_registry(group, registry):
+    files = sorted(f.stem for f in (CONFIGS / group).glob("*.yaml"))
+    assert files == registry.names()
+    for stem in files:
+        assert yaml.safe_load((CONFIGS / group / f"{stem}.yaml").read_text())["name"] == stem
+
+
+def test_experiment_presets_compose(make_config):
+    for preset in sorted((CONFIGS / "experiment").glob("*.yaml")):
+        validate_config(make_config(f"experiment={preset.stem}"))
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("optimizer.lr=-0.1", "optimizer.lr must be positive"),
+        ("trainer.batch_size=abc", "trainer.batch_size"),
+        ("+trainer.epochs=3", "unknown config key 'trainer.epochs'; valid keys of trainer:"),
+        ("model.name=vaeg", "unknown model 'vaeg' — did you mean 'vae'?"),
+        ("model.likelihood=poisson", "available: bernoulli, gaussian, laplace"),
+        ("device.name=tpu", "unknown device 'tpu'"),
+        ("+lr=0.1", "unknown top-level config key(s) ['lr']"),
+    ],
+)
+def test_bad_values_raise_one_clear_error(make_config, override, expected):
+    with pytest.raises(ConfigError) as info:
+        validate_config(make_config(override))
+    assert expected in str(info.value)
+
+
+def test_cli_rejects_bad_config_before_training(data_dir, tmp_path):
+    run_dir = tmp_path / "run"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gentrain",
+            "debug=fast",
+            "optimizer.lr=-1",
+            f"paths.data_dir={data_dir}",
+            f"hydra.run.dir={run_dir}",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 2, output
+    assert "optimizer.lr must be positive" in output
+    assert "Traceback" not in output
+    assert not (run_dir / "checkpoints").exists()
+    assert not (run_dir / "tb").exists()
+
+
+def test_unhandled_image_size_is_a_config_error(make_config):
+    from gentrain.train import train
+
+    with pytest.raises(ConfigError, match="image size 30x30 cannot be handled"):
+        train(make_config("dataset.image_size=30"))
+
+
+def test_train_yaml_lists_every_group():
+    text = (CONFIGS / "train.yaml").read_text()
+    for group in [
+        "model",
+        "dataset",
+        "optimizer",
+        "device",
+        "trainer",
+        "logger",
+        "paths",
+        "hydra",
+        "optional experiment",
+        "optional debug",
+    ]:
+        assert f"- {group}:" in text
+    assert Path(CONFIGS / "hydra" / "default.yaml").is_file()

@@ -1,0 +1,131 @@
+"""Dataset loaders and the device-resident batch loader."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from gentrain.data import DatasetConfig, DeviceTensorLoader, build_dataset
+from gentrain.errors import ConfigError, DataNotFoundError
+
+
+def test_mnist_decodes_the_real_gz_files_in_place(data_dir):
+    data = build_dataset(DatasetConfig(name="mnist", root=str(data_dir), download=False))
+    assert data.train.shape == (60000, 1, 28, 28) and data.val.shape == (10000, 1, 28, 28)
+    assert data.train.dtype == torch.uint8
+    assert 0 < data.train.float().mean() < 255 and int(data.train.max()) == 255
+
+
+def test_fashion_mnist_loads(data_dir):
+    data = build_dataset(
+        DatasetConfig(name="fashion_mnist", root=str(data_dir), download=False, limit=100)
+    )
+    assert data.train.shape == (100, 1, 28, 28) and data.image_shape == (1, 28, 28)
+
+
+def test_resize_and_channel_conversion(data_dir):
+    cfg = DatasetConfig(
+        name="mnist", root=str(data_dir), download=False, limit=8, image_size=32, channels=3
+    )
+    data = build_dataset(cfg)
+    assert data.train.shape == (8, 3, 32, 32) and data.train.dtype == torch.uint8
+    assert torch.equal(data.train[:, 0], data.train[:, 1])
+
+
+def test_missing_mnist_names_the_directory_and_the_files(tmp_path):
+    with pytest.raises(DataNotFoundError) as info:
+        build_dataset(DatasetConfig(name="mnist", root=str(tmp_path), download=False))
+    message = str(info.value)
+    assert str(tmp_path / "MNIST" / "raw") in message
+    for stem in (
+        "train-images-idx3-ubyte",
+        "train-labels-idx1-ubyte",
+        "t10k-images-idx3-ubyte",
+        "t10k-labels-idx1-ubyte",
+    ):
+        assert stem in message
+    assert "GENTRAIN_DATA_DIR" in message
+
+
+def _write_cifar(root: Path, per_batch: int = 4) -> None:
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        entry = {
+            "data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8),
+            "labels": [0] * per_batch,
+        }
+        with open(folder / name, "wb") as f:
+            pickle.dump(entry, f)
+
+
+def test_cifar10_reads_the_python_batches(tmp_path):
+    _write_cifar(tmp_path)
+    data = build_dataset(DatasetConfig(name="cifar10", root=str(tmp_path), download=False))
+    assert data.train.shape == (20, 3, 32, 32) and data.val.shape == (4, 3, 32, 32)
+    with open(tmp_path / "cifar-10-batches-py" / "test_batch", "rb") as f:
+        raw = pickle.load(f)["data"]
+    assert torch.equal(data.val[0].flatten(), torch.from_numpy(raw[0]))
+
+
+def test_cifar10_missing_names_the_folder(tmp_path):
+    with pytest.raises(DataNotFoundError, match="cifar-10-batches-py"):
+        build_dataset(DatasetConfig(name="cifar10", root=str(tmp_path), download=False))
+
+
+def _write_images(folder: Path, count: int) -> None:
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        sub = folder / f"class{i % 2}"
+        sub.mkdir(parents=True, exist_ok=True)
+        pixels = rng.integers(0, 256, (40 + i, 30, 3), dtype=np.uint8)  # sizes vary
+        Image.fromarray(pixels).save(sub / f"img{i}.png")
+
+
+def test_image_folder_resizes_crops_and_splits(tmp_path):
+    _write_images(tmp_path, 10)
+    cfg = DatasetConfig(
+        name="image_folder", path=str(tmp_path), image_size=16, channels=3, val_fraction=0.2
+    )
+    data = build_dataset(cfg)
+    assert data.train.shape == (8, 3, 16, 16) and data.val.shape == (2, 3, 16, 16)
+    grey = build_dataset(
+        DatasetConfig(name="image_folder", path=str(tmp_path), image_size=16, channels=1)
+    )
+    assert grey.image_shape == (1, 16, 16)
+
+
+def test_image_folder_reports_unreadable_files_by_name(tmp_path):
+    _write_images(tmp_path, 4)
+    (tmp_path / "class0" / "broken.png").write_bytes(b"not an image")
+    with pytest.raises(DataNotFoundError) as info:
+        build_dataset(DatasetConfig(name="image_folder", path=str(tmp_path), image_size=16))
+    assert "broken.png" in str(info.value) and "1 file(s)" in str(info.value)
+
+
+def test_image_folder_needs_a_path():
+    with pytest.raises(ConfigError, match="dataset.path"):
+        build_dataset(DatasetConfig(name="image_folder", image_size=16))
+
+
+def test_loader_is_seeded_per_epoch_and_resumable():
+    images = torch.arange(40, dtype=torch.uint8).view(40, 1, 1, 1).expand(40, 1, 2, 2).contiguous()
+    loader = DeviceTensorLoader(images, batch_size=8, device=torch.device("cpu"), seed=3)
+    epoch0 = [b[:, 0, 0, 0] for b in loader.epoch(0)]
+    assert len(epoch0) == 5 and epoch0[0].dtype == torch.float32
+    assert sorted(torch.cat(epoch0).mul(255).round().long().tolist()) == list(range(40))
+    assert all(torch.equal(a, b) for a, b in zip(epoch0, [b[:, 0, 0, 0] for b in loader.epoch(0)]))
+    assert not torch.equal(torch.cat(epoch0), torch.cat([b[:, 0, 0, 0] for b in loader.epoch(1)]))
+    tail = [b[:, 0, 0, 0] for b in loader.epoch(0, start_batch=3)]
+    assert all(torch.equal(a, b) for a, b in zip(epoch0[3:], tail)) and len(tail) == 2
+
+
+def test_loader_refuses_a_split_smaller_than_a_batch():
+    with pytest.raises(ValueError, match="lower trainer.batch_size"):
+        DeviceTensorLoader(torch.zeros(4, 1, 2, 2, dtype=torch.uint8), 8, torch.device("cpu"))

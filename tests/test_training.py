@@ -1,0 +1,132 @@
+"""End-to-end training on real MNIST subsets: outputs, checkpoints, resume, failures."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from gentrain.errors import TrainingDivergedError
+from gentrain.models.vae import VAE
+from gentrain.train import TrainingInterrupted, train
+
+
+def test_few_steps_write_scalars_images_checkpoint_and_metrics(make_config, tmp_path):
+    out = tmp_path / "run"
+    metrics = train(make_config(output_dir=out))
+
+    assert metrics["step"] == 4
+    assert {"val/loss", "val/nll", "val/kl", "train/images_per_sec"} <= set(metrics)
+    assert json.loads((out / "metrics.json").read_text()) == pytest.approx(metrics)
+
+    events = EventAccumulator(str(out / "tb"), size_guidance={"images": 0}).Reload()
+    scalars = set(events.Tags()["scalars"])
+    assert {
+        "train/loss",
+        "train/nll",
+        "train/kl",
+        "train/images_per_sec",
+        "lr/vae",
+        "val/loss",
+    } <= scalars
+    assert [e.step for e in events.Scalars("train/loss")] == [1, 2, 3, 4]
+    assert {"samples", "reconstructions"} <= set(events.Tags()["images"])
+    assert "config/text_summary" in events.Tags()["tensors"]
+
+    state = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)
+    assert state["step"] == 4 and state["model_class"] == "VAE"
+    assert state["fixed_noise"].shape == (16, 16)
+    assert {"python", "numpy", "torch"} <= set(state["rng"])
+    assert "vae" in state["optimizers"]["optimizers"]
+    assert not list((out / "checkpoints").glob("*.tmp"))  # atomic writes leave no debris
+
+
+def _weights(path):
+    return torch.load(path, weights_only=True)["model"]
+
+
+def _assert_same(a, b):
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_two_epochs_equal_one_epoch_plus_resume(make_config, tmp_path):
+    common = ["dataset.limit=128", "trainer.max_steps=null", "trainer.checkpoint_every_n_steps=3"]
+    straight, first = tmp_path / "straight", tmp_path / "first"
+    train(make_config(*common, "trainer.max_epochs=2", output_dir=straight))
+    train(make_config(*common, "trainer.max_epochs=1", output_dir=first))
+    resumed = train(
+        make_config(
+            *common,
+            "trainer.max_epochs=2",
+            f"trainer.resume={first / 'checkpoints' / 'last.ckpt'}",
+            output_dir=tmp_path / "resumed",
+        )
+    )
+    assert resumed["step"] == 8 and resumed["epoch"] == 2
+    _assert_same(
+        _weights(straight / "checkpoints" / "last.ckpt"),
+        _weights(tmp_path / "resumed" / "checkpoints" / "last.ckpt"),
+    )
+    # The resumed run really continued: its weights differ from where it started.
+    key = "decoder.project.0.weight"
+    after_one = _weights(first / "checkpoints" / "last.ckpt")[key]
+    assert not torch.equal(after_one, _weights(straight / "checkpoints" / "last.ckpt")[key])
+
+
+def test_resume_from_the_middle_of_an_epoch(make_config, tmp_path):
+    common = ["dataset.limit=128", "trainer.max_epochs=1"]
+    straight, part = tmp_path / "straight", tmp_path / "part"
+    train(make_config(*common, "trainer.max_steps=null", output_dir=straight))
+    train(make_config(*common, "trainer.max_steps=3", output_dir=part))
+    # resume=auto picks up the run directory's own checkpoint.
+    train(make_config(*common, "trainer.max_steps=null", "trainer.resume=auto", output_dir=part))
+    _assert_same(
+        _weights(straight / "checkpoints" / "last.ckpt"),
+        _weights(part / "checkpoints" / "last.ckpt"),
+    )
+
+
+def test_nan_loss_stops_with_step_and_term_and_keeps_last_checkpoint(
+    make_config, tmp_path, monkeypatch
+):
+    original = VAE.losses
+
+    def losses(self, x, beta):
+        terms = original(self, x, beta)
+        if int(self.steps_done) >= 2:  # the third step diverges
+            terms["kl"] = terms["kl"] * float("nan")
+            terms["loss"] = terms["nll"] + terms["kl"]
+        return terms
+
+    monkeypatch.setattr(VAE, "losses", losses)
+    out = tmp_path / "run"
+    with pytest.raises(TrainingDivergedError) as info:
+        train(make_config(output_dir=out))
+    message = str(info.value)
+    assert "'loss'" in message and "'kl'" in message and "step 3" in message
+    assert torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)["step"] == 2
+
+
+def test_sigterm_finishes_the_step_saves_and_exits(make_config, tmp_path, monkeypatch):
+    original = VAE.training_step
+
+    def training_step(self, x):
+        logs = original(self, x)
+        if int(self.steps_done) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return logs
+
+    monkeypatch.setattr(VAE, "training_step", training_step)
+    out = tmp_path / "run"
+    with pytest.raises(TrainingInterrupted) as info:
+        train(make_config("trainer.checkpoint_every_n_steps=100", output_dir=out))
+    assert info.value.exit_code == 143
+    assert "trainer.resume=" in str(info.value)
+    assert torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)["step"] == 2
+    assert json.loads((out / "metrics.json").read_text())["step"] == 2
