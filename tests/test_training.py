@@ -55,8 +55,15 @@ def _assert_same(a, b):
         assert torch.equal(a[key], b[key]), key
 
 
-def test_two_epochs_equal_one_epoch_plus_resume(make_config, tmp_path):
-    common = ["dataset.limit=128", "trainer.max_steps=null", "trainer.checkpoint_every_n_steps=3"]
+@pytest.mark.parametrize("model", ["vae", "gan", "vaegan"])
+def test_two_epochs_equal_one_epoch_plus_resume(make_config, tmp_path, model):
+    common = [
+        f"model={model}",
+        "model.width=8",
+        "dataset.limit=128",
+        "trainer.max_steps=null",
+        "trainer.checkpoint_every_n_steps=3",
+    ]
     straight, first = tmp_path / "straight", tmp_path / "first"
     train(make_config(*common, "trainer.max_epochs=2", output_dir=straight))
     train(make_config(*common, "trainer.max_epochs=1", output_dir=first))
@@ -74,7 +81,7 @@ def test_two_epochs_equal_one_epoch_plus_resume(make_config, tmp_path):
         _weights(tmp_path / "resumed" / "checkpoints" / "last.ckpt"),
     )
     # The resumed run really continued: its weights differ from where it started.
-    key = "decoder.project.0.weight"
+    key = next(k for k in _weights(first / "checkpoints" / "last.ckpt") if k.endswith("weight"))
     after_one = _weights(first / "checkpoints" / "last.ckpt")[key]
     assert not torch.equal(after_one, _weights(straight / "checkpoints" / "last.ckpt")[key])
 
@@ -130,3 +137,73 @@ def test_sigterm_finishes_the_step_saves_and_exits(make_config, tmp_path, monkey
     assert "trainer.resume=" in str(info.value)
     assert torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)["step"] == 2
     assert json.loads((out / "metrics.json").read_text())["step"] == 2
+
+
+@pytest.mark.parametrize(
+    ("model", "scalars", "images"),
+    [
+        (
+            "gan",
+            {
+                "train/loss_d",
+                "train/loss_g",
+                "train/d_real",
+                "train/d_fake",
+                "train/grad_norm_d",
+                "train/grad_norm_g",
+                "lr/generator",
+                "lr/discriminator",
+                "val/loss_d",
+                "val/d_fake",
+            },
+            {"samples"},
+        ),
+        ("gan model.loss=wgan_gp model.d_norm=none", {"train/gradient_penalty"}, {"samples"}),
+        (
+            "vaegan model.equilibrium_gate=true",
+            {
+                "train/prior",
+                "train/llike",
+                "train/gan_d",
+                "train/gan_dec",
+                "train/d_real",
+                "train/d_recon",
+                "train/d_prior",
+                "train/gate_d",
+                "train/gate_dec",
+                "train/grad_norm_encoder",
+                "train/grad_norm_decoder",
+                "train/grad_norm_discriminator",
+                "lr/encoder",
+                "lr/decoder",
+                "lr/discriminator",
+                "val/loss",
+                "val/recon_mse",
+            },
+            {"samples", "reconstructions"},
+        ),
+    ],
+)
+def test_adversarial_models_log_what_practitioners_read(
+    make_config, tmp_path, model, scalars, images
+):
+    out = tmp_path / "run"
+    train(make_config(*f"model={model}".split(), "model.width=8", output_dir=out))
+    events = EventAccumulator(str(out / "tb"), size_guidance={"images": 0}).Reload()
+    assert scalars <= set(events.Tags()["scalars"])
+    assert set(events.Tags()["images"]) == images
+    assert (out / "images" / "samples.png").is_file()
+
+
+def test_exploding_discriminator_is_a_clear_error(make_config, tmp_path, monkeypatch):
+    from gentrain.models.gan import GAN
+
+    original = GAN.discriminator_losses
+
+    def exploding(self, real, fake):
+        loss, logs = original(self, real, fake)
+        return loss * float("inf"), logs
+
+    monkeypatch.setattr(GAN, "discriminator_losses", exploding)
+    with pytest.raises(TrainingDivergedError, match=r"'loss_d'.*step 1"):
+        train(make_config("model=gan", "model.width=8", output_dir=tmp_path / "run"))

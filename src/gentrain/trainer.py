@@ -20,12 +20,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torchvision.utils import make_grid
+from torchvision.utils import make_grid, save_image
 
 from gentrain.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from gentrain.config import TrainerConfig
 from gentrain.console import TrainingProgress
 from gentrain.data import DeviceTensorLoader, ImageData
+from gentrain.dist import rank_zero_only
 from gentrain.errors import GentrainError, TrainingDivergedError
 from gentrain.loggers import NullLogger
 from gentrain.models import GenerativeModel
@@ -88,6 +89,7 @@ class Trainer:
         self.batch_in_epoch = 0
         self.interrupted: str | None = None  # the signal's name if a signal stopped the run
         self._saved_step = -1
+        self.grids: dict[str, torch.Tensor] = {}
 
     # ---------------------------------------------------------------------------------------
     def fit(
@@ -191,6 +193,7 @@ class Trainer:
             self._log_grids(model)
         if self._saved_step != self.step:
             self._save(model)
+        self._write_final_grids()
         if stop:
             self.interrupted = stop.signal_name
             log.warning(
@@ -251,15 +254,24 @@ class Trainer:
         model.eval()
         nrow = max(1, int(math.sqrt(len(self.fixed_noise))))
         samples = model.sample(self.fixed_noise.to(self.device)).clamp(0, 1)
-        self.logger.log_image("samples", make_grid(samples.cpu(), nrow=nrow), self.step)
+        self.grids["samples"] = make_grid(samples.cpu(), nrow=nrow, padding=2, pad_value=0.5)
+        self.logger.log_image("samples", self.grids["samples"], self.step)
         if model.has_encoder:
             x = self.fixed_images.float().div(255.0)
             recon = model.reconstruct(x).clamp(0, 1)
             pairs = torch.stack([x, recon], dim=1).flatten(0, 1)  # original, reconstruction, ...
-            self.logger.log_image(
-                "reconstructions", make_grid(pairs.cpu(), nrow=2 * max(1, nrow // 2)), self.step
-            )
+            grid = make_grid(pairs.cpu(), nrow=2 * max(1, nrow // 2), padding=2, pad_value=0.5)
+            self.grids["reconstructions"] = grid
+            self.logger.log_image("reconstructions", grid, self.step)
         model.train(was_training)
+
+    @rank_zero_only
+    def _write_final_grids(self) -> None:
+        """The last grids as PNG files, for a look without TensorBoard."""
+        for name, grid in self.grids.items():
+            path = self.output_dir / "images" / f"{name}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            save_image(grid, path)
 
     # ---------------------------------------------------------------------------------------
     def _save(self, model: GenerativeModel) -> None:

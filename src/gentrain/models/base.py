@@ -8,6 +8,7 @@ inside a model beyond this class.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import torch
@@ -30,6 +31,7 @@ class GenerativeModel(nn.Module):
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         self.schedulers: dict[str, torch.optim.lr_scheduler.LRScheduler] = {}
         self.grad_clip_norm: float | None = None
+        self._networks: dict[str, nn.Module] = {}
 
     # --- what every model implements -------------------------------------------------
     def configure_optimizers(self, factory: OptimizerFactory) -> None:
@@ -66,22 +68,52 @@ class GenerativeModel(nn.Module):
         module: nn.Module,
         recommended: dict[str, Any] | None = None,
     ) -> None:
+        """Give ``module`` (one network) its own optimiser and learning-rate schedule."""
         optimizer, scheduler = factory.build(network, module.parameters(), recommended)
         self.optimizers[network] = optimizer
         self.schedulers[network] = scheduler
+        self._networks[network] = module
         self.grad_clip_norm = factory.grad_clip_norm
 
-    def step_optimizer(self, network: str, module: nn.Module) -> torch.Tensor | None:
-        """Clip the gradients already in ``module`` (if configured), step, advance the LR.
+    def update(
+        self, losses: dict[str, torch.Tensor], skip: frozenset[str] | set[str] = frozenset()
+    ) -> dict[str, torch.Tensor]:
+        """Step each network on the gradient of *its own* loss, and nothing else.
 
-        Returns the gradient norm before clipping when clipping is on.
+        ``losses`` maps a network name to the loss that network minimises. Gradients are
+        taken with ``torch.autograd.grad`` per network, so when losses share a graph (the
+        GAN's D and G, the VAE-GAN's three networks) no loss leaks into another network's
+        gradient, whatever the order. All gradients are computed before any parameter
+        changes. Networks in ``skip`` are not stepped (their schedule still advances).
+        Returns each network's gradient norm (before clipping).
         """
-        norm = None
-        if self.grad_clip_norm:
-            norm = nn.utils.clip_grad_norm_(module.parameters(), self.grad_clip_norm)
-        self.optimizers[network].step()
-        self.schedulers[network].step()
-        return norm
+        names = [n for n in losses if n not in skip]
+        grads: dict[str, list[torch.Tensor]] = {}
+        for i, name in enumerate(names):
+            params = [p for p in self._networks[name].parameters() if p.requires_grad]
+            found = torch.autograd.grad(
+                losses[name], params, retain_graph=i < len(names) - 1, allow_unused=True
+            )
+            grads[name] = [torch.zeros_like(p) if g is None else g for p, g in zip(params, found)]
+        norms = {}
+        for name in names:
+            params = [p for p in self._networks[name].parameters() if p.requires_grad]
+            for p, g in zip(params, grads[name]):
+                p.grad = g
+            norms[name] = torch.linalg.vector_norm(
+                torch.stack([torch.linalg.vector_norm(g) for g in grads[name]])
+            )
+            if self.grad_clip_norm:
+                nn.utils.clip_grad_norm_(params, self.grad_clip_norm)
+            self.optimizers[name].step()
+        for name in losses:
+            if name in names:
+                self.schedulers[name].step()
+            else:  # keep a skipped network's schedule on time, without torch's order warning
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", UserWarning)
+                    self.schedulers[name].step()
+        return norms
 
     def optimizer_state_dict(self) -> dict[str, Any]:
         return {

@@ -112,15 +112,11 @@ class VAE(GenerativeModel):
     def training_step(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         beta = self.current_beta()
         terms = self.losses(x, beta)
-        optimizer = self.optimizers["vae"]
-        optimizer.zero_grad(set_to_none=True)
-        terms["loss"].backward()
-        grad_norm = self.step_optimizer("vae", self)
+        norms = self.update({"vae": terms["loss"]})
         self.steps_done += 1
         logs = {k: v.detach() for k, v in terms.items()}
         logs["beta"] = torch.tensor(beta)
-        if grad_norm is not None:
-            logs["grad_norm"] = grad_norm
+        logs["grad_norm"] = norms["vae"]
         return logs
 
     @torch.no_grad()

@@ -1,0 +1,178 @@
+"""DCGAN-style GAN (Radford et al. 2016) with a choice of adversarial loss.
+
+The generator is a transposed-conv decoder from N(0, I) noise to image logits (images are
+``sigmoid(logits)`` in [0, 1]; D sees them rescaled to [-1, 1]); the discriminator is a
+strided-conv encoder to one logit. Losses: non-saturating (default), hinge, least-squares,
+or Wasserstein with gradient penalty; ``n_critic`` D updates per G update; optional
+spectral norm on D; optional EMA copy of G for samples and evaluation.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from gentrain.errors import ConfigError
+from gentrain.models.adversarial import (
+    check_loss,
+    discriminator_loss,
+    generator_loss,
+    gradient_penalty,
+    real_probability,
+)
+from gentrain.models.base import GenerativeModel
+from gentrain.models.nets import ConvDecoder, ConvEncoder
+from gentrain.optim import OptimizerFactory
+from gentrain.registry import MODELS
+
+GAN_KINDS = ("nonsaturating", "hinge", "lsgan", "wgan_gp")
+
+
+@dataclass
+class GANConfig:
+    name: str = "gan"
+    latent_dim: int = 64
+    width: int = 32  # channels of G's last and D's first conv level; doubles per level
+    loss: str = "nonsaturating"  # nonsaturating | hinge | lsgan | wgan_gp
+    gp_weight: float = 10.0  # lambda of the WGAN-GP gradient penalty
+    n_critic: int = 1  # D updates per G update
+    spectral_norm: bool = False  # spectral normalisation on every D layer
+    d_norm: str = "batch"  # batch | none (BatchNorm in D; not with wgan_gp)
+    ema_decay: float | None = 0.999  # EMA of G's weights for samples; null turns it off
+
+    def __post_init__(self) -> None:
+        check_loss(self.loss, GAN_KINDS)
+        for key in ("latent_dim", "width", "n_critic"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"model.{key} must be >= 1, got {getattr(self, key)}")
+        if self.d_norm not in ("batch", "none"):
+            raise ConfigError(f"unknown model.d_norm {self.d_norm!r}; available: batch, none")
+        if self.loss == "wgan_gp" and self.d_norm == "batch":
+            raise ConfigError(
+                "model.loss=wgan_gp penalises per-sample gradients, which BatchNorm in D "
+                "couples across the batch; set model.d_norm=none"
+            )
+        if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
+            raise ConfigError(f"model.ema_decay must be in (0, 1) or null, got {self.ema_decay}")
+        if self.gp_weight < 0:
+            raise ConfigError(f"model.gp_weight must be >= 0, got {self.gp_weight}")
+
+
+def to_signed(x: torch.Tensor) -> torch.Tensor:
+    """[0, 1] images to the [-1, 1] range discriminators are built for."""
+    return x * 2.0 - 1.0
+
+
+@torch.no_grad()
+def ema_update(average: nn.Module, model: nn.Module, decay: float) -> None:
+    """average <- decay * average + (1 - decay) * model; buffers (BN statistics) copied."""
+    for a, p in zip(average.parameters(), model.parameters()):
+        a.lerp_(p, 1.0 - decay)
+    for a, b in zip(average.buffers(), model.buffers()):
+        a.copy_(b)
+
+
+@MODELS.register("gan")
+class GAN(GenerativeModel):
+    """Generator G(z) and discriminator D(x), trained adversarially."""
+
+    Config = GANConfig
+
+    def __init__(self, cfg: GANConfig, image_shape: tuple[int, int, int]) -> None:
+        super().__init__(image_shape, cfg.latent_dim)
+        self.cfg = cfg
+        self.generator = ConvDecoder(image_shape, cfg.width, cfg.latent_dim, norm="batch")
+        self.discriminator = ConvEncoder(
+            image_shape, cfg.width, 1, norm=cfg.d_norm, spectral_norm=cfg.spectral_norm
+        )
+        self.generator_ema = None
+        if cfg.ema_decay is not None:
+            self.generator_ema = copy.deepcopy(self.generator).requires_grad_(False)
+        # Generator steps so far: warms the EMA up (and is saved in checkpoints).
+        self.register_buffer("g_steps", torch.zeros((), dtype=torch.long))
+
+    def ema_decay_now(self) -> float:
+        """The EMA decay, warmed up as min(decay, (1 + t) / (10 + t)): a fixed 0.999 would
+        still hold 40% of the random initial weights after 1,000 steps."""
+        t = int(self.g_steps)
+        return min(self.cfg.ema_decay, (1.0 + t) / (10.0 + t))
+
+    @classmethod
+    def from_config(cls, cfg: GANConfig, image_shape: tuple[int, int, int]) -> GAN:
+        return cls(cfg, image_shape)
+
+    def configure_optimizers(self, factory: OptimizerFactory) -> None:
+        if self.cfg.loss == "wgan_gp":  # Gulrajani et al.'s Adam settings
+            recommended = {"lr": 1e-4, "betas": (0.0, 0.9)}
+        else:  # DCGAN's
+            recommended = {"lr": 2e-4, "betas": (0.5, 0.999)}
+        self.add_optimizer(factory, "generator", self.generator, recommended)
+        self.add_optimizer(factory, "discriminator", self.discriminator, recommended)
+
+    def generate(self, noise: torch.Tensor, generator: nn.Module | None = None) -> torch.Tensor:
+        return torch.sigmoid((generator or self.generator)(noise))
+
+    def critic(self, x: torch.Tensor) -> torch.Tensor:
+        return self.discriminator(to_signed(x)).squeeze(1)
+
+    def discriminator_losses(self, real: torch.Tensor, fake: torch.Tensor):
+        """D's loss. Real and fake go through D in *separate* passes, so BatchNorm
+        normalises each batch by its own statistics and never mixes the two."""
+        d_real, d_fake = self.critic(real), self.critic(fake)
+        loss = discriminator_loss(self.cfg.loss, d_real, d_fake)
+        logs = {
+            "d_real": real_probability(self.cfg.loss, d_real),
+            "d_fake": real_probability(self.cfg.loss, d_fake),
+        }
+        if self.cfg.loss == "wgan_gp":
+            penalty = gradient_penalty(self.critic, real, fake)
+            loss = loss + self.cfg.gp_weight * penalty
+            logs["gradient_penalty"] = penalty
+        return loss, logs
+
+    def training_step(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        n = x.shape[0]
+        for _ in range(self.cfg.n_critic):  # the same real batch, fresh noise each time
+            with torch.no_grad():
+                fake = self.generate(torch.randn(n, self.latent_dim, device=x.device))
+            loss_d, d_logs = self.discriminator_losses(x, fake)
+            norms = self.update({"discriminator": loss_d})
+        grad_norm_d = norms["discriminator"]
+
+        fake = self.generate(torch.randn(n, self.latent_dim, device=x.device))
+        loss_g = generator_loss(self.cfg.loss, self.critic(fake))
+        grad_norm_g = self.update({"generator": loss_g})["generator"]
+        if self.generator_ema is not None:
+            ema_update(self.generator_ema, self.generator, self.ema_decay_now())
+        self.g_steps += 1
+
+        logs = {
+            "loss_d": loss_d.detach(),
+            "loss_g": loss_g.detach(),
+            "grad_norm_d": grad_norm_d,
+            "grad_norm_g": grad_norm_g,
+        }
+        logs.update({k: v.detach() for k, v in d_logs.items()})
+        return logs
+
+    def _sampler(self) -> nn.Module:
+        return self.generator_ema if self.generator_ema is not None else self.generator
+
+    def validation_step(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        fake = self.generate(
+            torch.randn(x.shape[0], self.latent_dim, device=x.device), self._sampler()
+        )
+        d_real, d_fake = self.critic(x), self.critic(fake)
+        return {
+            "loss_d": discriminator_loss(self.cfg.loss, d_real, d_fake),
+            "loss_g": generator_loss(self.cfg.loss, d_fake),
+            "d_real": real_probability(self.cfg.loss, d_real),
+            "d_fake": real_probability(self.cfg.loss, d_fake),
+        }
+
+    @torch.no_grad()
+    def sample(self, noise: torch.Tensor) -> torch.Tensor:
+        return self.generate(noise, self._sampler())

@@ -1,0 +1,210 @@
+"""VAE-GAN: Larsen, Sønderby, Larochelle & Winther, "Autoencoding beyond pixels using a
+learned similarity metric", ICML 2016 (arXiv:1512.09300).
+
+A VAE whose decoder is also a GAN generator, and whose reconstruction error is measured
+in the feature space of the GAN's discriminator instead of pixel space. Per batch X:
+
+    mu, logvar = Enc(X);  Z = mu + sigma * eps;  X~ = Dec(Z);  Zp ~ N(0, I);  Xp = Dec(Zp)
+    L_prior = KL(q(Z|X) || N(0, I))                                   (summed over latents)
+    L_llike = -log N(Dis_l(X) | Dis_l(X~), I)
+            = 1/2 ||Dis_l(X) - Dis_l(X~)||^2 + const                  (summed over features)
+    L_GAN   = log Dis(X) + log(1 - Dis(X~)) + log(1 - Dis(Xp))
+
+Each network is updated from its own loss only (Algorithm 1 of the paper):
+
+    Enc <- beta * L_prior + L_llike
+    Dec <- gamma * L_llike + adversarial loss of X~ and Xp   (-L_GAN's fake terms, or the
+                                                              non-saturating form)
+    Dis <- -L_GAN                                             (never L_llike)
+
+The three gradients are taken with ``torch.autograd.grad`` per parameter set, from one
+shared forward pass, before any parameter moves. (Summing the losses and calling
+``backward`` once, as some libraries do, sends -L_GAN's gradient into the decoder with
+the wrong sign; tests/test_models.py checks this cannot happen here.) Every loss is
+summed per image and averaged over the batch, like the VAE's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from gentrain.errors import ConfigError
+from gentrain.models.adversarial import check_loss, discriminator_loss, generator_loss
+from gentrain.models.base import GenerativeModel
+from gentrain.models.gan import to_signed
+from gentrain.models.nets import ConvDecoder, ConvEncoder
+from gentrain.models.vae import gaussian_kl
+from gentrain.optim import OptimizerFactory
+from gentrain.registry import MODELS
+
+
+@dataclass
+class VAEGANConfig:
+    name: str = "vaegan"
+    latent_dim: int = 16
+    width: int = 32  # channels of the first conv level of each network; doubles per level
+    beta: float = 5.0  # weight on L_prior in the encoder's loss (the paper: 1)
+    gamma: float = 1.0  # weight on L_llike in the decoder's loss (the paper's gamma)
+    feature_layer: int = -1  # Dis_l: 1-based conv block of D; negative counts from the end
+    gan_loss: str = "nonsaturating"  # nonsaturating | saturating (the paper's log(1 - D))
+    d_norm: str = "batch"  # batch | none: normalisation inside D
+    equilibrium_gate: bool = True  # skip D / the decoder's GAN term when one side wins
+    equilibrium: float = 0.68  # target BCE of D (ln 2 = 0.69 is chance)
+    margin: float = 0.35
+
+    def __post_init__(self) -> None:
+        check_loss(self.gan_loss, ("nonsaturating", "saturating"), key="model.gan_loss")
+        for key in ("latent_dim", "width"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"model.{key} must be >= 1, got {getattr(self, key)}")
+        if self.d_norm not in ("batch", "none"):
+            raise ConfigError(f"unknown model.d_norm {self.d_norm!r}; available: batch, none")
+        if self.feature_layer == 0:
+            raise ConfigError("model.feature_layer is 1-based (or negative from the end), not 0")
+        for key in ("beta", "gamma", "margin"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"model.{key} must be >= 0, got {getattr(self, key)}")
+
+
+@MODELS.register("vaegan")
+class VAEGAN(GenerativeModel):
+    """Encoder, decoder (= generator) and discriminator, trained as in Larsen et al. 2016."""
+
+    Config = VAEGANConfig
+    has_encoder = True
+
+    def __init__(self, cfg: VAEGANConfig, image_shape: tuple[int, int, int]) -> None:
+        super().__init__(image_shape, cfg.latent_dim)
+        self.cfg = cfg
+        self.encoder = ConvEncoder(image_shape, cfg.width, 2 * cfg.latent_dim, norm="batch")
+        self.decoder = ConvDecoder(image_shape, cfg.width, cfg.latent_dim, norm="batch")
+        self.discriminator = ConvEncoder(image_shape, cfg.width, 1, norm=cfg.d_norm)
+        blocks = self.discriminator.num_blocks
+        layer = cfg.feature_layer if cfg.feature_layer > 0 else blocks + 1 + cfg.feature_layer
+        if not 1 <= layer <= blocks:
+            raise ConfigError(
+                f"model.feature_layer={cfg.feature_layer}, but the discriminator for "
+                f"{image_shape[1]}x{image_shape[2]} images has {blocks} conv blocks; "
+                f"use 1..{blocks} or -1..-{blocks}"
+            )
+        self.layer = layer
+
+    @classmethod
+    def from_config(cls, cfg: VAEGANConfig, image_shape: tuple[int, int, int]) -> VAEGAN:
+        return cls(cfg, image_shape)
+
+    def configure_optimizers(self, factory: OptimizerFactory) -> None:
+        recommended = {"lr": 3e-4, "betas": (0.5, 0.999)}  # the paper: RMSprop, lr 3e-4
+        self.add_optimizer(factory, "encoder", self.encoder, recommended)
+        self.add_optimizer(factory, "decoder", self.decoder, recommended)
+        self.add_optimizer(factory, "discriminator", self.discriminator, recommended)
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mu, logvar = self.encoder(x).chunk(2, dim=1)
+        return mu, logvar
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.decoder(z))
+
+    def discriminate(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """D's logit and its layer-l features. Each batch (X, X~, Xp) goes through D in its
+        own pass, so BatchNorm never mixes real and generated statistics."""
+        logit, features = self.discriminator.forward_with_features(to_signed(x), self.layer)
+        return logit.squeeze(1), features
+
+    def losses(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Every loss term of the paper for batch ``x``, from one forward pass."""
+        mu, logvar = self.encode(x)
+        z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
+        x_tilde = self.decode(z)
+        x_p = self.decode(torch.randn_like(mu))
+
+        d_x, features_x = self.discriminate(x)
+        d_tilde, features_tilde = self.discriminate(x_tilde)
+        d_p, _ = self.discriminate(x_p)
+
+        prior = gaussian_kl(mu, logvar).mean()
+        llike = 0.5 * (features_x - features_tilde).pow(2).flatten(1).sum(1).mean()
+        kind = self.cfg.gan_loss
+        # D sees X as real, X~ and Xp as fake: L_GAN has one log(1 - D) term for each.
+        gan_d = discriminator_loss(kind, d_x, d_tilde) + F.softplus(d_p).mean()
+        gan_dec = generator_loss(kind, d_tilde) + generator_loss(kind, d_p)
+        return {
+            "prior": prior,
+            "llike": llike,
+            "gan_d": gan_d,
+            "gan_dec": gan_dec,
+            "d_real": torch.sigmoid(d_x).mean(),
+            "d_recon": torch.sigmoid(d_tilde).mean(),
+            "d_prior": torch.sigmoid(d_p).mean(),
+            # For the equilibrium gate: D's BCE on real and on prior samples.
+            "bce_real": F.softplus(-d_x).mean(),
+            "bce_prior": F.softplus(d_p).mean(),
+        }
+
+    def gate(self, terms: dict[str, torch.Tensor]) -> tuple[bool, bool]:
+        """(train D, train the decoder's GAN term), from D's BCE on real and prior batches.
+
+        When D's BCE is far below the equilibrium D is winning: pause it. Far above, D is
+        losing: pause the decoder's adversarial term. Never pause both.
+        """
+        if not self.cfg.equilibrium_gate:
+            return True, True
+        low = self.cfg.equilibrium - self.cfg.margin
+        high = self.cfg.equilibrium + self.cfg.margin
+        bce = (float(terms["bce_real"].detach()), float(terms["bce_prior"].detach()))
+        train_d = not (bce[0] < low or bce[1] < low)
+        train_dec = not (bce[0] > high or bce[1] > high)
+        if not (train_d or train_dec):
+            return True, True
+        return train_d, train_dec
+
+    def training_step(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        terms = self.losses(x)
+        train_d, train_dec = self.gate(terms)
+        decoder_loss = self.cfg.gamma * terms["llike"]
+        if train_dec:
+            decoder_loss = decoder_loss + terms["gan_dec"]
+        norms = self.update(
+            {
+                "encoder": self.cfg.beta * terms["prior"] + terms["llike"],
+                "decoder": decoder_loss,
+                "discriminator": terms["gan_d"],
+            },
+            skip=set() if train_d else {"discriminator"},
+        )
+        logs = {k: v.detach() for k, v in terms.items() if not k.startswith("bce")}
+        logs["gate_d"] = torch.tensor(float(train_d))
+        logs["gate_dec"] = torch.tensor(float(train_dec))
+        for name, norm in norms.items():
+            logs[f"grad_norm_{name}"] = norm
+        return logs
+
+    def validation_step(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        terms = self.losses(x)
+        mu, _ = self.encode(x)
+        # Pixel-space error of the mean reconstruction: comparable across models and runs.
+        mse = (self.decode(mu) - x).pow(2).flatten(1).sum(1).mean()
+        return {
+            "loss": self.cfg.beta * terms["prior"] + terms["llike"],
+            "prior": terms["prior"],
+            "llike": terms["llike"],
+            "recon_mse": mse,
+            "gan_d": terms["gan_d"],
+            "gan_dec": terms["gan_dec"],
+            "d_real": terms["d_real"],
+            "d_recon": terms["d_recon"],
+            "d_prior": terms["d_prior"],
+        }
+
+    @torch.no_grad()
+    def sample(self, noise: torch.Tensor) -> torch.Tensor:
+        return self.decode(noise)
+
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        mu, _ = self.encode(x)
+        return self.decode(mu)
