@@ -34,8 +34,14 @@ def compose_config(overrides: list[str]) -> DictConfig:
         return compose(config_name="train", overrides=overrides)
 
 
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Feature classifiers for evaluation, shared by the whole session (never ~/.cache)."""
+    return tmp_path_factory.mktemp("cache")
+
+
 @pytest.fixture
-def make_config(data_dir: Path, tmp_path: Path) -> Callable[..., DictConfig]:
+def make_config(data_dir: Path, tmp_path: Path, cache_dir: Path) -> Callable[..., DictConfig]:
     """Compose the smoke-run config (debug=fast, CPU, no download) plus ``overrides``."""
 
     def make(*overrides: str, output_dir: Path | None = None) -> DictConfig:
@@ -45,6 +51,7 @@ def make_config(data_dir: Path, tmp_path: Path) -> Callable[..., DictConfig]:
                 "device=cpu",
                 "dataset.download=false",
                 f"paths.data_dir={data_dir}",
+                f"paths.cache_dir={cache_dir}",
                 f"paths.output_dir={output_dir or tmp_path / 'run'}",
                 *overrides,
             ]

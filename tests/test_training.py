@@ -20,7 +20,20 @@ def test_few_steps_write_scalars_images_checkpoint_and_metrics(make_config, tmp_
     metrics = train(make_config(output_dir=out))
 
     assert metrics["step"] == 4
-    assert {"val/loss", "val/nll", "val/kl", "train/images_per_sec"} <= set(metrics)
+    assert {
+        "val/loss",
+        "val/nll",
+        "val/kl",
+        "train/images_per_sec",
+        "val/fid",
+        "val/kid",
+        "val/is",
+        "val/precision",
+        "val/recall",
+        "val/fid_floor",
+        "val/nll_iwae",
+        "eval/num_generated",
+    } <= set(metrics)
     assert json.loads((out / "metrics.json").read_text()) == pytest.approx(metrics)
 
     events = EventAccumulator(str(out / "tb"), size_guidance={"images": 0}).Reload()
@@ -32,6 +45,8 @@ def test_few_steps_write_scalars_images_checkpoint_and_metrics(make_config, tmp_
         "train/images_per_sec",
         "lr/vae",
         "val/loss",
+        "val/fid",
+        "val/recon_mse",
     } <= scalars
     assert [e.step for e in events.Scalars("train/loss")] == [1, 2, 3, 4]
     assert {"samples", "reconstructions"} <= set(events.Tags()["images"])
@@ -42,6 +57,7 @@ def test_few_steps_write_scalars_images_checkpoint_and_metrics(make_config, tmp_
     assert state["fixed_noise"].shape == (16, 16)
     assert {"python", "numpy", "torch"} <= set(state["rng"])
     assert "vae" in state["optimizers"]["optimizers"]
+    assert "name: vae" in state["config"]  # what gentrain-eval rebuilds the model from
     assert not list((out / "checkpoints").glob("*.tmp"))  # atomic writes leave no debris
 
 

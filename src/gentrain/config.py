@@ -16,6 +16,7 @@ from omegaconf.errors import ConfigKeyError, MissingMandatoryValue, OmegaConfBas
 
 from gentrain.data import DatasetConfig
 from gentrain.errors import ConfigError
+from gentrain.evaluation.evaluator import EvalConfig
 from gentrain.optim import OptimizerConfig
 from gentrain.registry import DATASETS, LOGGERS, MODELS, OPTIMIZERS
 
@@ -80,6 +81,7 @@ class LoggerConfig:
 class PathsConfig:
     data_dir: str = "./data"
     output_dir: str = "./outputs/run"
+    cache_dir: str = "~/.cache/gentrain"  # evaluation's feature classifiers
 
 
 @dataclass
@@ -93,8 +95,9 @@ class RunConfig:
     trainer: TrainerConfig
     logger: LoggerConfig
     paths: PathsConfig
+    eval: EvalConfig
     seed: int = 0
-    optimized_metric: str = "val/loss"
+    optimized_metric: str = "val/fid"
     extras: dict[str, Any] = field(default_factory=dict)
 
 
@@ -108,6 +111,7 @@ PLAIN_SECTIONS = {
     "device": DeviceConfig,
     "trainer": TrainerConfig,
     "paths": PathsConfig,
+    "eval": EvalConfig,
 }
 TOP_LEVEL = {"seed", "optimized_metric", "task_name", "tags"}
 
@@ -159,6 +163,7 @@ def validate_config(cfg: DictConfig) -> RunConfig:
     seed = extras.pop("seed", 0)
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise ConfigError(f"seed must be an integer, got {seed!r}")
-    metric = str(extras.pop("optimized_metric", "val/loss"))
+    metric = str(extras.pop("optimized_metric", "val/fid"))
     typed["paths"].data_dir = str(Path(typed["paths"].data_dir).expanduser().resolve())
+    typed["paths"].cache_dir = str(Path(typed["paths"].cache_dir).expanduser().resolve())
     return RunConfig(**typed, seed=seed, optimized_metric=metric, extras=extras)

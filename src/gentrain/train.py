@@ -24,6 +24,7 @@ from gentrain.config import DeviceConfig, RunConfig, validate_config
 from gentrain.console import console, print_config_tree, print_metrics_table
 from gentrain.data import build_dataset
 from gentrain.errors import ConfigError, GentrainError
+from gentrain.evaluation import Evaluator
 from gentrain.models import build_model
 from gentrain.registry import LOGGERS
 from gentrain.trainer import Trainer
@@ -139,7 +140,19 @@ def train(cfg: DictConfig) -> dict[str, float]:
     output_dir.mkdir(parents=True, exist_ok=True)
     logger = LOGGERS.get(run.logger.name)(output_dir)
     logger.log_text("config", "```yaml\n" + OmegaConf.to_yaml(cfg, resolve=True) + "```")
-    trainer = Trainer(run.trainer, device, output_dir, logger, seed=run.seed)
+    evaluator = None
+    if run.eval.enabled:
+        evaluator = Evaluator(run.eval, data, device, Path(run.paths.cache_dir))
+    trainer = Trainer(
+        run.trainer,
+        device,
+        output_dir,
+        logger,
+        seed=run.seed,
+        evaluator=evaluator,
+        eval_every_n_epochs=run.eval.every_n_epochs,
+        config_yaml=OmegaConf.to_yaml(cfg, resolve=True),
+    )
     try:
         metrics = trainer.fit(model, data, run.optimizer, resume_from=resume_from)
         logger.log_hparams(flat_hparams(cfg), {k: v for k, v in metrics.items() if "/" in k})
@@ -173,7 +186,7 @@ def _run(cfg: DictConfig) -> float | None:
     except GentrainError as exc:
         console.print(f"[bold red]error:[/bold red] {exc}", highlight=False)
         sys.exit(getattr(exc, "exit_code", 2))
-    return metrics.get(str(cfg.get("optimized_metric", "val/loss")))
+    return metrics.get(str(cfg.get("optimized_metric", "val/fid")))
 
 
 def main() -> None:

@@ -13,7 +13,7 @@ import math
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
@@ -77,6 +77,9 @@ class Trainer:
         output_dir: Path,
         logger: NullLogger | None = None,
         seed: int = 0,
+        evaluator: Callable[[GenerativeModel], dict[str, float]] | None = None,
+        eval_every_n_epochs: int = 1,
+        config_yaml: str = "",
     ) -> None:
         self.cfg = cfg
         self.device = device
@@ -84,6 +87,9 @@ class Trainer:
         self.checkpoint_path = output_dir / "checkpoints" / "last.ckpt"
         self.logger = logger or NullLogger()
         self.seed = seed
+        self.evaluator = evaluator
+        self.eval_every_n_epochs = eval_every_n_epochs
+        self.config_yaml = config_yaml  # saved in checkpoints: what gentrain-eval rebuilds from
         self.step = 0
         self.epoch = 0
         self.batch_in_epoch = 0
@@ -182,6 +188,9 @@ class Trainer:
                     self.batch_in_epoch = 0
                     pause = time.perf_counter()
                     metrics = self._validate(model, val_images)
+                    last_epoch = self.epoch == cfg.max_epochs or self.step >= total_steps
+                    if self.epoch % self.eval_every_n_epochs == 0 or last_epoch:
+                        metrics.update(self._evaluate(model))
                     self._log_grids(model)
                     self._save(model)
                     window_start += time.perf_counter() - pause  # keep eval out of images/s
@@ -190,6 +199,8 @@ class Trainer:
 
         if self.batch_in_epoch or not metrics:  # stopped mid-epoch: still validate
             metrics = self._validate(model, val_images)
+            if not stop:
+                metrics.update(self._evaluate(model))
             self._log_grids(model)
         if self._saved_step != self.step:
             self._save(model)
@@ -248,6 +259,19 @@ class Trainer:
         self.logger.log_scalars(metrics, self.step)
         return metrics
 
+    def _evaluate(self, model: GenerativeModel) -> dict[str, float]:
+        """Sample-quality metrics (``val/fid`` ...), if an evaluator was given."""
+        if self.evaluator is None:
+            return {}
+        metrics = self.evaluator(model)
+        self.logger.log_scalars(metrics, self.step)
+        log.info(
+            "evaluation at step %d: %s",
+            self.step,
+            ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if k.startswith("val/")),
+        )
+        return metrics
+
     @torch.no_grad()
     def _log_grids(self, model: GenerativeModel) -> None:
         was_training = model.training
@@ -287,6 +311,7 @@ class Trainer:
                 "rng": rng_state(),
                 "fixed_noise": self.fixed_noise,
                 "trainer": asdict(self.cfg),
+                "config": self.config_yaml,
             },
             self.checkpoint_path,
         )

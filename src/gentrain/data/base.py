@@ -37,11 +37,17 @@ class DatasetConfig:
 
 @dataclass
 class ImageData:
-    """Train and validation images as uint8 tensors of shape (N, C, H, W), on the CPU."""
+    """Train and validation images as uint8 tensors of shape (N, C, H, W), on the CPU.
+
+    Class labels (int64, shape (N,)) when the dataset has them: training ignores them; the
+    evaluation's domain classifier learns from them.
+    """
 
     name: str
     train: torch.Tensor
     val: torch.Tensor
+    train_labels: torch.Tensor | None = None
+    val_labels: torch.Tensor | None = None
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -53,11 +59,20 @@ def build_dataset(cfg: DatasetConfig) -> ImageData:
     """Load the configured dataset, then apply the shared size/channel/limit options."""
     data: ImageData = DATASETS.get(cfg.name)(cfg)
     train, val = data.train, data.val
+    train_labels, val_labels = data.train_labels, data.val_labels
     if cfg.limit is not None:
         train, val = train[: cfg.limit], val[: cfg.limit]
+        if train_labels is not None and val_labels is not None:
+            train_labels, val_labels = train_labels[: cfg.limit], val_labels[: cfg.limit]
     train = _convert(train, cfg.channels, cfg.image_size)
     val = _convert(val, cfg.channels, cfg.image_size)
-    return ImageData(name=data.name, train=train.contiguous(), val=val.contiguous())
+    return ImageData(
+        name=data.name,
+        train=train.contiguous(),
+        val=val.contiguous(),
+        train_labels=train_labels,
+        val_labels=val_labels,
+    )
 
 
 def _convert(images: torch.Tensor, channels: int | None, size: int | None) -> torch.Tensor:

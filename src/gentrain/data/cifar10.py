@@ -22,15 +22,16 @@ TRAIN_BATCHES = [f"data_batch_{i}" for i in range(1, 6)]
 TEST_BATCHES = ["test_batch"]
 
 
-def read_batches(folder: Path, names: list[str]) -> torch.Tensor:
-    """Images of the named pickle batches as one uint8 tensor (N, 3, 32, 32)."""
-    arrays = []
+def read_batches(folder: Path, names: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images (uint8, (N, 3, 32, 32)) and labels (int64) of the named pickle batches."""
+    arrays, labels = [], []
     for name in names:
         with open(folder / name, "rb") as f:
             entry = pickle.load(f, encoding="latin1")  # the official files are pickles
         data = np.asarray(entry["data"], dtype=np.uint8)
         arrays.append(data.reshape(-1, 3, 32, 32))
-    return torch.from_numpy(np.concatenate(arrays))
+        labels.append(np.asarray(entry["labels"], dtype=np.int64))
+    return torch.from_numpy(np.concatenate(arrays)), torch.from_numpy(np.concatenate(labels))
 
 
 @DATASETS.register("cifar10")
@@ -56,8 +57,8 @@ def load_cifar10(cfg: DatasetConfig) -> ImageData:
             "(GENTRAIN_DATA_DIR=... or paths.data_dir=...), or run with a network and "
             "dataset.download=true."
         )
+    train, train_labels = read_batches(folder, TRAIN_BATCHES)
+    val, val_labels = read_batches(folder, TEST_BATCHES)
     return ImageData(
-        name=cfg.name,
-        train=read_batches(folder, TRAIN_BATCHES),
-        val=read_batches(folder, TEST_BATCHES),
+        name=cfg.name, train=train, val=val, train_labels=train_labels, val_labels=val_labels
     )

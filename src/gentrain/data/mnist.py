@@ -63,11 +63,18 @@ def load_idx_dataset(cfg: DatasetConfig, folder: str, tv_class: type) -> ImageDa
             "(GENTRAIN_DATA_DIR=/path/to/datasets or paths.data_dir=...), "
             "or run once with a network and dataset.download=true."
         )
-    splits = {}
-    for split, (images_stem, _labels_stem) in SPLIT_FILES.items():
+    splits, labels = {}, {}
+    for split, (images_stem, labels_stem) in SPLIT_FILES.items():
         images = read_idx(_find(raw_dir, images_stem))  # type: ignore[arg-type]
         splits[split] = torch.from_numpy(images.copy()).unsqueeze(1)  # (N, 1, 28, 28)
-    return ImageData(name=cfg.name, train=splits["train"], val=splits["val"])
+        labels[split] = torch.from_numpy(read_idx(_find(raw_dir, labels_stem)).astype(np.int64))  # type: ignore[arg-type]
+    return ImageData(
+        name=cfg.name,
+        train=splits["train"],
+        val=splits["val"],
+        train_labels=labels["train"],
+        val_labels=labels["val"],
+    )
 
 
 def _download(tv_class: type, root: Path) -> None:

@@ -33,6 +33,7 @@ class VAEConfig:
     beta: float = 1.0  # weight on the KL term
     kl_warmup_steps: int = 0  # beta ramps linearly from 0 over this many steps
     decoder_norm: str = "batch"  # batch | none
+    binarize: bool = False  # dynamic binarisation: train on x ~ Bernoulli(pixels)
 
     def __post_init__(self) -> None:
         if self.likelihood not in LIKELIHOODS:
@@ -46,6 +47,8 @@ class VAEConfig:
             raise ConfigError(f"model.likelihood_scale must be > 0, got {self.likelihood_scale}")
         if self.beta < 0 or self.kl_warmup_steps < 0:
             raise ConfigError("model.beta and model.kl_warmup_steps must be >= 0")
+        if self.binarize and self.likelihood != "bernoulli":
+            raise ConfigError("model.binarize=true needs model.likelihood=bernoulli")
 
 
 def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
@@ -109,9 +112,13 @@ class VAE(GenerativeModel):
         kl = gaussian_kl(mu, logvar).mean()
         return {"loss": nll + beta * kl, "nll": nll, "kl": kl, "elbo": -(nll + kl)}
 
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        """Dynamically binarised pixels when ``binarize`` (a fresh draw each time)."""
+        return torch.bernoulli(x) if self.cfg.binarize else x
+
     def training_step(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         beta = self.current_beta()
-        terms = self.losses(x, beta)
+        terms = self.losses(self.prepare(x), beta)
         norms = self.update({"vae": terms["loss"]})
         self.steps_done += 1
         logs = {k: v.detach() for k, v in terms.items()}
@@ -121,7 +128,31 @@ class VAE(GenerativeModel):
 
     @torch.no_grad()
     def validation_step(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        return self.losses(x, self.cfg.beta)
+        return self.losses(self.prepare(x), self.cfg.beta)
+
+    @torch.no_grad()
+    def importance_weighted_nll(self, x: torch.Tensor, k: int) -> torch.Tensor:
+        """-log p(x) per image, estimated with k importance samples (Burda et al. 2015).
+
+        log p(x) >= log (1/k) sum_i p(x|z_i) p(z_i) / q(z_i|x), z_i ~ q(z|x); the bound
+        tightens as k grows and equals the ELBO at k = 1, so this NLL is <= -ELBO.
+        """
+        x = self.prepare(x)
+        mu, logvar = self.encode(x)
+        std = (0.5 * logvar).exp()
+        n = x.shape[0]
+        z = mu.unsqueeze(1) + std.unsqueeze(1) * torch.randn(n, k, mu.shape[1], device=x.device)
+        logits = self.decoder(z.flatten(0, 1))
+        repeated = x.unsqueeze(1).expand(n, k, *x.shape[1:]).flatten(0, 1)
+        log_px_z = -reconstruction_nll(
+            logits, repeated, self.cfg.likelihood, self.cfg.likelihood_scale
+        ).view(n, k)
+        log_normal = -0.5 * math.log(2 * math.pi)
+        log_pz = (log_normal - 0.5 * z.pow(2)).sum(-1)
+        eps = (z - mu.unsqueeze(1)) / std.unsqueeze(1)
+        log_qz = (log_normal - 0.5 * eps.pow(2) - 0.5 * logvar.unsqueeze(1)).sum(-1)
+        log_w = log_px_z + log_pz - log_qz
+        return -(torch.logsumexp(log_w, dim=1) - math.log(k))
 
     def _mean_image(self, logits: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(logits)  # Bernoulli mean, and the Gaussian/Laplace mean we use

@@ -1,0 +1,261 @@
+"""Sample-quality and likelihood metrics, computed the standard way, offline.
+
+FID and KID come from torchmetrics (``torchmetrics.image.fid`` / ``.kid``), the Inception
+Score from ``torchmetrics.image.inception``; all three in the feature space of a domain
+classifier (see ``classifier.py``) unless ``eval.features=inception``. Features are
+extracted once per image set and fed to the metrics through an identity module, so each
+image passes through the feature network once. Every number is reported with the counts
+it was computed from, and the real-data floor (the same metric between the real train
+and test splits) is reported beside it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from torchmetrics.image.fid import FrechetInceptionDistance
+from torchmetrics.image.inception import InceptionScore
+from torchmetrics.image.kid import KernelInceptionDistance
+
+from gentrain.data import ImageData
+from gentrain.errors import ConfigError
+from gentrain.evaluation.classifier import Features, Logits, load_or_train_classifier
+from gentrain.evaluation.precision_recall import precision_recall
+
+log = logging.getLogger("gentrain")
+
+FEATURES = ("classifier", "inception")
+
+
+@dataclass
+class EvalConfig:
+    """``configs/eval/*.yaml``."""
+
+    enabled: bool = True
+    every_n_epochs: int = 1  # also after the last epoch
+    features: str = "classifier"  # classifier (trained once, cached) | inception
+    num_samples: int = 10_000  # generated images; real test images are capped at the split
+    batch_size: int = 500
+    kid_subsets: int = 100
+    kid_subset_size: int = 1000
+    pr_k: int = 3  # k of the k-NN manifolds for precision/recall
+    is_splits: int = 10
+    nll_samples: int = 100  # k of the importance-weighted NLL bound (VAE); 0: off
+    nll_images: int = 1000  # test images the NLL is averaged over
+    min_accuracy: float | None = None  # None: the dataset's default (MNIST 0.99, ...)
+    seed: int = 1234  # noise for generated images: the same at every evaluation
+
+    def __post_init__(self) -> None:
+        if self.features not in FEATURES:
+            raise ConfigError(
+                f"unknown eval.features {self.features!r}; available: {', '.join(FEATURES)}"
+            )
+        for key in (
+            "every_n_epochs",
+            "num_samples",
+            "batch_size",
+            "kid_subsets",
+            "kid_subset_size",
+            "pr_k",
+            "is_splits",
+            "nll_images",
+        ):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"eval.{key} must be >= 1, got {getattr(self, key)}")
+        if self.nll_samples < 0:
+            raise ConfigError(f"eval.nll_samples must be >= 0, got {self.nll_samples}")
+        if self.num_samples <= self.pr_k:
+            raise ConfigError(f"eval.num_samples must exceed eval.pr_k ({self.pr_k})")
+
+
+class Precomputed(nn.Module):
+    """Identity "feature extractor": lets torchmetrics take features we computed once."""
+
+    def __init__(self, num_features: int) -> None:
+        super().__init__()
+        self.num_features = num_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+def inception_features() -> tuple[nn.Module, nn.Module]:
+    """Inception-v3 (torch-fidelity's FID weights) pool features and logits, if installed."""
+    try:
+        from torchmetrics.image.fid import NoTrainInceptionV3
+    except ImportError:
+        NoTrainInceptionV3 = None  # noqa: N806
+    if NoTrainInceptionV3 is None:
+        raise ConfigError(
+            "eval.features=inception needs torch-fidelity (pip install 'gentrain[inception]') "
+            "and its Inception weights, which are downloaded on first use; offline, use "
+            "eval.features=classifier"
+        )
+
+    class Inception(nn.Module):
+        def __init__(self, output: str) -> None:
+            super().__init__()
+            self.net = NoTrainInceptionV3(name="inception-v3-compat", features_list=[output])
+            self.num_features = 2048 if output == "2048" else 1008
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            if x.shape[1] == 1:
+                x = x.expand(-1, 3, -1, -1)
+            return self.net((x.clamp(0, 1) * 255).to(torch.uint8))
+
+    try:
+        return Inception("2048"), Inception("logits_unbiased")
+    except Exception as exc:  # weights missing and no network
+        raise ConfigError(
+            f"could not load the Inception weights ({exc}); use eval.features=classifier"
+        ) from None
+
+
+class Evaluator:
+    """Computes ``val/*`` metrics of a model against a dataset's test split."""
+
+    def __init__(
+        self, cfg: EvalConfig, data: ImageData, device: torch.device, cache_dir: Path
+    ) -> None:
+        self.cfg = cfg
+        self.data = data
+        self.device = device
+        self.cache_dir = cache_dir
+        self._features: nn.Module | None = None
+        self._logits: nn.Module | None = None
+        self._real: dict[str, torch.Tensor] = {}
+        self.info: dict[str, float] = {}
+
+    # --- feature space -----------------------------------------------------------------
+    def _networks(self) -> tuple[nn.Module, nn.Module]:
+        if self._features is None or self._logits is None:
+            if self.cfg.features == "inception":
+                self._features, self._logits = inception_features()
+            else:
+                classifier, acc = load_or_train_classifier(
+                    self.data, self.cache_dir, self.device, self.cfg.min_accuracy
+                )
+                self._features, self._logits = Features(classifier), Logits(classifier)
+                self.info["eval/classifier_accuracy"] = acc
+            self._features.to(self.device).eval()
+            self._logits.to(self.device).eval()
+        return self._features, self._logits
+
+    @torch.no_grad()
+    def embed(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(features, logits) of float images in [0, 1] or uint8 images, batch by batch."""
+        features_net, logits_net = self._networks()
+        feats, logits = [], []
+        for start in range(0, len(images), self.cfg.batch_size):
+            x = images[start : start + self.cfg.batch_size].to(self.device)
+            x = x.float().div(255.0) if x.dtype == torch.uint8 else x.float()
+            feats.append(features_net(x).cpu())
+            logits.append(logits_net(x).cpu())
+        return torch.cat(feats).double(), torch.cat(logits).double()
+
+    def _real_sets(self) -> dict[str, torch.Tensor]:
+        """Features of the real test images and of a train subset (for the floor), once."""
+        if not self._real:
+            n = min(self.cfg.num_samples, len(self.data.val))
+            self._real["test"], _ = self.embed(self.data.val[:n])
+            generator = torch.Generator().manual_seed(self.cfg.seed)
+            index = torch.randperm(len(self.data.train), generator=generator)[:n]
+            self._real["train"], _ = self.embed(self.data.train[index])
+        return self._real
+
+    # --- metrics -------------------------------------------------------------------------
+    def distances(self, real: torch.Tensor, fake: torch.Tensor) -> dict[str, float]:
+        """FID and KID (torchmetrics) between two feature sets."""
+        dim = real.shape[1]
+        fid = FrechetInceptionDistance(feature=Precomputed(dim)).double()
+        fid.update(real, real=True)
+        fid.update(fake, real=False)
+        subset = min(self.cfg.kid_subset_size, len(real), len(fake))
+        with warnings.catch_warnings():  # "saves all features": we pass them precomputed
+            warnings.simplefilter("ignore", UserWarning)
+            kid = KernelInceptionDistance(
+                feature=Precomputed(dim), subsets=self.cfg.kid_subsets, subset_size=subset
+            )
+        kid.update(real, real=True)
+        kid.update(fake, real=False)
+        kid_mean, kid_std = kid.compute()
+        return {"fid": float(fid.compute()), "kid": float(kid_mean), "kid_std": float(kid_std)}
+
+    def inception_score(self, logits: torch.Tensor) -> tuple[float, float]:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            score = InceptionScore(feature=Precomputed(logits.shape[1]), splits=self.cfg.is_splits)
+        score.update(logits)
+        mean, std = score.compute()
+        return float(mean), float(std)
+
+    @torch.no_grad()
+    def generate(self, model: nn.Module) -> torch.Tensor:
+        """``num_samples`` images from the same seeded noise at every evaluation."""
+        generator = torch.Generator().manual_seed(self.cfg.seed)
+        images = []
+        for start in range(0, self.cfg.num_samples, self.cfg.batch_size):
+            n = min(self.cfg.batch_size, self.cfg.num_samples - start)
+            noise = model.sample_noise(n, generator).to(self.device)
+            images.append(model.sample(noise).clamp(0, 1).cpu())
+        return torch.cat(images)
+
+    def floor(self) -> dict[str, float]:
+        """FID/KID between real train and real test images: the best a model can hope for."""
+        if "val/fid_floor" not in self.info:
+            real = self._real_sets()
+            with torch.random.fork_rng():
+                torch.manual_seed(self.cfg.seed)
+                d = self.distances(real["test"], real["train"])
+            self.info.update({"val/fid_floor": d["fid"], "val/kid_floor": d["kid"]})
+        return {k: v for k, v in self.info.items() if k.endswith("_floor")}
+
+    @torch.no_grad()
+    def __call__(self, model: nn.Module) -> dict[str, float]:
+        start = time.perf_counter()
+        was_training = model.training
+        model.eval()
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(self.cfg.seed)
+            real = self._real_sets()["test"]
+            fake_feats, fake_logits = self.embed(self.generate(model))
+            metrics = {f"val/{k}": v for k, v in self.distances(real, fake_feats).items()}
+            metrics["val/is"], metrics["val/is_std"] = self.inception_score(fake_logits)
+            precision, recall = precision_recall(real, fake_feats, self.cfg.pr_k)
+            metrics["val/precision"], metrics["val/recall"] = precision, recall
+            metrics.update(self.floor())
+            metrics.update(self._likelihood_metrics(model))
+        model.train(was_training)
+        metrics["eval/num_generated"] = float(self.cfg.num_samples)
+        metrics["eval/num_real"] = float(len(real))
+        metrics.update({k: v for k, v in self.info.items() if k.startswith("eval/")})
+        metrics["eval/seconds"] = time.perf_counter() - start
+        return metrics
+
+    def _likelihood_metrics(self, model: nn.Module) -> dict[str, float]:
+        out: dict[str, float] = {}
+        n = min(self.cfg.nll_images, len(self.data.val))
+        images = self.data.val[:n]
+        if getattr(model, "has_encoder", False):
+            squared = 0.0
+            for start in range(0, n, self.cfg.batch_size):
+                x = images[start : start + self.cfg.batch_size].to(self.device).float() / 255
+                squared += float((model.reconstruct(x) - x).pow(2).flatten(1).sum(1).sum())
+            out["val/recon_mse"] = squared / n
+        estimate = getattr(model, "importance_weighted_nll", None)
+        if estimate is not None and self.cfg.nll_samples > 0:
+            total = 0.0
+            for start in range(0, n, 100):
+                x = images[start : start + 100].to(self.device).float() / 255
+                total += float(estimate(x, self.cfg.nll_samples).sum())
+            out["val/nll_iwae"] = total / n
+            out["eval/nll_k"] = float(self.cfg.nll_samples)
+            out["eval/nll_images"] = float(n)
+        return out
