@@ -11,26 +11,29 @@ from pathlib import Path
 from conftest import REPO
 
 
+def _gentrain(data_dir, run_dir, *overrides):
+    """Arguments of `python -m gentrain` for a smoke run writing into run_dir."""
+    return [
+        "-m",
+        "gentrain",
+        "debug=fast",
+        "device=cpu",
+        *overrides,
+        f"paths.data_dir={data_dir}",
+        f"hydra.run.dir={run_dir}",
+    ]
+
+
 def _run(args, cwd, env=None, timeout=300):
     return subprocess.run(
         [sys.executable, *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=timeout
     )
 
 
-def test_module_entry_trains_from_another_directory(data_dir, tmp_path):
+def test_module_entry_trains_from_another_directory(data_dir, tmp_path, cache_dir):
     run_dir = tmp_path / "run"
-    result = _run(
-        [
-            "-m",
-            "gentrain",
-            "debug=fast",
-            "device=cpu",
-            "dataset.download=false",
-            f"paths.data_dir={data_dir}",
-            f"hydra.run.dir={run_dir}",
-        ],
-        cwd=tmp_path,
-    )
+    env = {**os.environ, "GENTRAIN_CACHE_DIR": str(cache_dir)}
+    result = _run(_gentrain(data_dir, run_dir, "dataset.download=false"), cwd=tmp_path, env=env)
     assert result.returncode == 0, result.stdout + result.stderr
     for produced in ["checkpoints/last.ckpt", "metrics.json", "train.log", ".hydra/config.yaml"]:
         assert (run_dir / produced).is_file(), produced
@@ -39,23 +42,14 @@ def test_module_entry_trains_from_another_directory(data_dir, tmp_path):
 
 
 def test_missing_data_is_a_clear_error_without_traceback(tmp_path):
-    result = _run(
-        [
-            "-m",
-            "gentrain",
-            "debug=fast",
-            "dataset.download=false",
-            f"paths.data_dir={tmp_path / 'nowhere'}",
-            f"hydra.run.dir={tmp_path / 'r'}",
-        ],
-        cwd=tmp_path,
-    )
+    args = _gentrain(tmp_path / "nowhere", tmp_path / "r", "dataset.download=false")
+    result = _run(args, cwd=tmp_path)
     output = result.stdout + result.stderr
     assert result.returncode == 2, output
     assert "MNIST not found" in output and "Traceback" not in output
 
 
-def test_non_editable_wheel_ships_the_configs(data_dir, tmp_path):
+def test_non_editable_wheel_ships_the_configs(data_dir, tmp_path, cache_dir):
     built = _run(
         [
             "-m",
@@ -85,18 +79,7 @@ def test_non_editable_wheel_ships_the_configs(data_dir, tmp_path):
     where = _run(["-c", "import gentrain.train as t; print(t.config_dir())"], cwd=tmp_path, env=env)
     assert Path(where.stdout.strip()) == target / "gentrain" / "configs", where.stderr
     run_dir = tmp_path / "run"
-    result = _run(
-        [
-            "-m",
-            "gentrain",
-            "debug=fast",
-            "device=cpu",
-            "logger=none",
-            f"paths.data_dir={data_dir}",
-            f"hydra.run.dir={run_dir}",
-        ],
-        cwd=tmp_path,
-        env=env,
-    )
+    env["GENTRAIN_CACHE_DIR"] = str(cache_dir)
+    result = _run(_gentrain(data_dir, run_dir, "logger=none"), cwd=tmp_path, env=env)
     assert result.returncode == 0, result.stdout + result.stderr
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()

@@ -11,25 +11,23 @@ from gentrain import evaluate, sample
 from gentrain.train import train
 
 
-@pytest.fixture(scope="module")
-def vae_run(tmp_path_factory, data_dir, cache_dir):
+def _train_few_steps(out, data_dir, cache_dir, *overrides):
+    """A 4-step run without logging or evaluation: just a checkpoint to work on."""
     from conftest import compose_config
 
-    out = tmp_path_factory.mktemp("vae_run")
-    train(
-        compose_config(
-            [
-                "debug=fast",
-                "device=cpu",
-                "logger=none",
-                "eval.enabled=false",
-                f"paths.data_dir={data_dir}",
-                f"paths.cache_dir={cache_dir}",
-                f"paths.output_dir={out}",
-            ]
-        )
-    )
+    base = ["debug=fast", "device=cpu", "logger=none", "eval.enabled=false"]
+    paths = [
+        f"paths.data_dir={data_dir}",
+        f"paths.cache_dir={cache_dir}",
+        f"paths.output_dir={out}",
+    ]
+    train(compose_config([*base, *overrides, *paths]))
     return out
+
+
+@pytest.fixture(scope="module")
+def vae_run(tmp_path_factory, data_dir, cache_dir):
+    return _train_few_steps(tmp_path_factory.mktemp("vae_run"), data_dir, cache_dir)
 
 
 def test_eval_prints_metrics_with_floor_and_writes_json(vae_run, cache_dir, capsys):
@@ -86,23 +84,7 @@ def test_sample_writes_the_requested_grid(vae_run, args, name, size):
 
 
 def test_sample_refuses_reconstruction_for_a_gan(tmp_path, data_dir, cache_dir, capsys):
-    from conftest import compose_config
-
-    out = tmp_path / "gan"
-    train(
-        compose_config(
-            [
-                "debug=fast",
-                "device=cpu",
-                "logger=none",
-                "eval.enabled=false",
-                "model=gan",
-                "model.width=8",
-                f"paths.data_dir={data_dir}",
-                f"paths.output_dir={out}",
-            ]
-        )
-    )
+    out = _train_few_steps(tmp_path / "gan", data_dir, cache_dir, "model=gan", "model.width=8")
     with pytest.raises(SystemExit) as info:
         sample.main([str(out), "--reconstruct", "--device", "cpu"])
     assert info.value.code == 2

@@ -179,13 +179,38 @@ def train(cfg: DictConfig) -> dict[str, float]:
     return metrics
 
 
+def _in_multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
 def _run(cfg: DictConfig) -> float | None:
-    """Hydra's task function: returns the optimised metric for sweepers."""
+    """Hydra's task function: returns the optimised metric for sweepers.
+
+    A single run stops on a user error with its message and exit code 2. In a sweep, a
+    failing job (bad hyper-parameter, divergence, even a bug) is recorded in its
+    ``status.json`` and the sweep goes on; the summary lists it as failed.
+    """
     try:
         metrics = train(cfg)
-    except GentrainError as exc:
-        console.print(f"[bold red]error:[/bold red] {exc}", highlight=False)
-        sys.exit(getattr(exc, "exit_code", 2))
+    except TrainingInterrupted as exc:
+        console.print(f"[bold yellow]{exc}[/bold yellow]", highlight=False)
+        sys.exit(exc.exit_code)
+    except Exception as exc:
+        if not _in_multirun():
+            if not isinstance(exc, GentrainError):
+                raise
+            console.print(f"[bold red]error:[/bold red] {exc}", highlight=False)
+            sys.exit(2)
+        if not isinstance(exc, GentrainError):
+            log.exception("job failed")
+        console.print(f"[bold red]job failed:[/bold red] {exc}", highlight=False)
+        status = {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}
+        output_dir = Path(cfg.paths.output_dir)
+        atomic_write_bytes(output_dir / "status.json", (json.dumps(status) + "\n").encode())
+        return float("nan")
     return metrics.get(str(cfg.get("optimized_metric", "val/fid")))
 
 

@@ -77,7 +77,7 @@ class Trainer:
         output_dir: Path,
         logger: NullLogger | None = None,
         seed: int = 0,
-        evaluator: Callable[[GenerativeModel], dict[str, float]] | None = None,
+        evaluator: Callable[[GenerativeModel, bool], dict[str, float]] | None = None,
         eval_every_n_epochs: int = 1,
         config_yaml: str = "",
     ) -> None:
@@ -190,7 +190,7 @@ class Trainer:
                     metrics = self._validate(model, val_images)
                     last_epoch = self.epoch == cfg.max_epochs or self.step >= total_steps
                     if self.epoch % self.eval_every_n_epochs == 0 or last_epoch:
-                        metrics.update(self._evaluate(model))
+                        metrics.update(self._evaluate(model, final=last_epoch))
                     self._log_grids(model)
                     self._save(model)
                     window_start += time.perf_counter() - pause  # keep eval out of images/s
@@ -200,7 +200,7 @@ class Trainer:
         if self.batch_in_epoch or not metrics:  # stopped mid-epoch: still validate
             metrics = self._validate(model, val_images)
             if not stop:
-                metrics.update(self._evaluate(model))
+                metrics.update(self._evaluate(model, final=True))
             self._log_grids(model)
         if self._saved_step != self.step:
             self._save(model)
@@ -259,11 +259,12 @@ class Trainer:
         self.logger.log_scalars(metrics, self.step)
         return metrics
 
-    def _evaluate(self, model: GenerativeModel) -> dict[str, float]:
-        """Sample-quality metrics (``val/fid`` ...), if an evaluator was given."""
+    def _evaluate(self, model: GenerativeModel, final: bool) -> dict[str, float]:
+        """Sample-quality metrics (``val/fid`` ...), if an evaluator was given; the costly
+        likelihood estimates only at the end (``final``)."""
         if self.evaluator is None:
             return {}
-        metrics = self.evaluator(model)
+        metrics = self.evaluator(model, final)
         self.logger.log_scalars(metrics, self.step)
         log.info(
             "evaluation at step %d: %s",

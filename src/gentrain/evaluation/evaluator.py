@@ -46,7 +46,7 @@ class EvalConfig:
     kid_subset_size: int = 1000
     pr_k: int = 3  # k of the k-NN manifolds for precision/recall
     is_splits: int = 10
-    nll_samples: int = 100  # k of the importance-weighted NLL bound (VAE); 0: off
+    nll_samples: int = 100  # k of the importance-weighted NLL bound (VAE, at the end); 0: off
     nll_images: int = 1000  # test images the NLL is averaged over
     min_accuracy: float | None = None  # None: the dataset's default (MNIST 0.99, ...)
     seed: int = 1234  # noise for generated images: the same at every evaluation
@@ -217,7 +217,8 @@ class Evaluator:
         return {k: v for k, v in self.info.items() if k.endswith("_floor")}
 
     @torch.no_grad()
-    def __call__(self, model: nn.Module) -> dict[str, float]:
+    def __call__(self, model: nn.Module, final: bool = True) -> dict[str, float]:
+        """All metrics of ``model``; the costly NLL estimate only when ``final``."""
         start = time.perf_counter()
         was_training = model.training
         model.eval()
@@ -231,7 +232,7 @@ class Evaluator:
             precision, recall = precision_recall(real, fake_feats, self.cfg.pr_k)
             metrics["val/precision"], metrics["val/recall"] = precision, recall
             metrics.update(self.floor())
-            metrics.update(self._likelihood_metrics(model))
+            metrics.update(self._likelihood_metrics(model, with_nll=final))
         model.train(was_training)
         metrics["eval/num_generated"] = float(self.cfg.num_samples)
         metrics["eval/num_real"] = float(len(real))
@@ -239,7 +240,7 @@ class Evaluator:
         metrics["eval/seconds"] = time.perf_counter() - start
         return metrics
 
-    def _likelihood_metrics(self, model: nn.Module) -> dict[str, float]:
+    def _likelihood_metrics(self, model: nn.Module, with_nll: bool) -> dict[str, float]:
         out: dict[str, float] = {}
         n = min(self.cfg.nll_images, len(self.data.val))
         images = self.data.val[:n]
@@ -250,7 +251,7 @@ class Evaluator:
                 squared += float((model.reconstruct(x) - x).pow(2).flatten(1).sum(1).sum())
             out["val/recon_mse"] = squared / n
         estimate = getattr(model, "importance_weighted_nll", None)
-        if estimate is not None and self.cfg.nll_samples > 0:
+        if estimate is not None and self.cfg.nll_samples > 0 and with_nll:
             total = 0.0
             for start in range(0, n, 100):
                 x = images[start : start + 100].to(self.device).float() / 255

@@ -1,0 +1,166 @@
+"""The end of a sweep: one row per job in ``summary.csv`` / ``summary.json`` and a table.
+
+A Hydra callback (configured in ``configs/hydra/default.yaml``). ``on_job_end`` writes each
+job's ``status.json`` into its own directory (it runs wherever the job ran, so it works
+with any launcher); ``on_multirun_end`` reads the job directories back, so the summary is
+built from what is on disk, and failed jobs appear with their error.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+from hydra.core.utils import JobReturn, JobStatus
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+from rich.table import Table
+
+from gentrain.checkpoint import atomic_write_bytes
+from gentrain.console import console
+
+STATUS_FILE = "status.json"
+
+
+def job_status(job: JobReturn) -> dict[str, Any]:
+    """What one finished job reports about itself."""
+    failed = job.status != JobStatus.COMPLETED
+    error = None
+    if failed:
+        error = f"{type(job._return_value).__name__}: {job._return_value}"
+    value = None if failed else job._return_value
+    if isinstance(value, float) and math.isnan(value):
+        value = None
+    return {
+        "status": "failed" if failed else "completed",
+        "error": error,
+        "optimized_metric_value": value,
+        "finished_at": time.time(),
+    }
+
+
+def collect(sweep_dir: Path) -> list[dict[str, Any]]:
+    """One row per job directory under ``sweep_dir`` (numbered subdirectories)."""
+    rows = []
+    for job_dir in sorted(sweep_dir.iterdir(), key=lambda p: p.name):
+        overrides_file = job_dir / ".hydra" / "overrides.yaml"
+        if not job_dir.is_dir() or not overrides_file.is_file():
+            continue
+        overrides = [str(o) for o in OmegaConf.load(overrides_file)]
+        row: dict[str, Any] = {"job": job_dir.name, "overrides": " ".join(overrides)}
+        status_file = job_dir / STATUS_FILE
+        status = json.loads(status_file.read_text()) if status_file.is_file() else {}
+        row["status"] = status.get("status", "unknown")
+        row["error"] = status.get("error") or ""
+        metrics_file = job_dir / "metrics.json"
+        metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
+        row["wall_seconds"] = status.get("wall_seconds")
+        row.update(metrics)
+        row["output_dir"] = str(job_dir)
+        row["_overrides"] = overrides
+        rows.append(row)
+    return rows
+
+
+def aggregate_over_seeds(rows: list[dict[str, Any]], metric: str) -> list[dict[str, Any]]:
+    """Mean and std of ``metric`` over jobs that differ only in their ``seed=`` override."""
+    groups: dict[str, list[float]] = {}
+    for row in rows:
+        key = " ".join(o for o in row["_overrides"] if not o.startswith("seed="))
+        value = row.get(metric)
+        if row["status"] == "completed" and isinstance(value, int | float):
+            groups.setdefault(key, []).append(float(value))
+    return [
+        {
+            "overrides": key or "(none)",
+            "seeds": len(values),
+            f"{metric} mean": statistics.fmean(values),
+            f"{metric} std": statistics.stdev(values) if len(values) > 1 else 0.0,
+        }
+        for key, values in groups.items()
+    ]
+
+
+class SweepSummary(Callback):
+    """Writes per-job status files, then the sweep's summary at the end."""
+
+    def __init__(self, metrics: list[str] | None = None) -> None:
+        self.metrics = list(metrics or [])
+        self._started: float | None = None
+
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._started = time.time()
+
+    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
+        output_dir = Path(config.hydra.runtime.output_dir)
+        status = job_status(job_return)
+        written = output_dir / STATUS_FILE  # the job's own report of a failure it caught
+        if written.is_file():
+            status.update({k: v for k, v in json.loads(written.read_text()).items() if v})
+        if self._started is not None:
+            status["wall_seconds"] = status["finished_at"] - self._started
+        atomic_write_bytes(output_dir / STATUS_FILE, (json.dumps(status, indent=2) + "\n").encode())
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        if not sweep_dir.is_dir():
+            return
+        rows = collect(sweep_dir)
+        optimized = str(config.get("optimized_metric", "val/fid"))
+        metrics = self.metrics or [optimized]
+        columns = ["job", "overrides", "status", *metrics, "wall_seconds", "error", "output_dir"]
+        extra = sorted({k for r in rows for k in r if k not in columns and not k.startswith("_")})
+        fieldnames = columns + extra
+        with open(sweep_dir / "summary.csv", "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=fieldnames, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(rows)
+        by_seed = aggregate_over_seeds(rows, optimized)
+        payload = {
+            "optimized_metric": optimized,
+            "jobs": [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows],
+            "over_seeds": by_seed,
+        }
+        atomic_write_bytes(
+            sweep_dir / "summary.json", (json.dumps(payload, indent=2) + "\n").encode()
+        )
+
+        table = Table(title=f"sweep {sweep_dir}")
+        for column in ["job", "overrides", "status", *metrics, "wall s"]:
+            table.add_column(
+                column, justify="right" if column not in ("overrides", "status") else "left"
+            )
+        for row in rows:
+            values = [row.get(m) for m in metrics]
+            cells = [f"{v:.4g}" if isinstance(v, int | float) else "-" for v in values]
+            status = row["status"] if not row["error"] else f"{row['status']}: {row['error'][:60]}"
+            wall = row.get("wall_seconds")
+            table.add_row(
+                row["job"],
+                row["overrides"],
+                status,
+                *cells,
+                f"{wall:.0f}" if isinstance(wall, int | float) else "-",
+            )
+        console.print(table)
+        if any(entry["seeds"] > 1 for entry in by_seed):
+            seeds = Table(title=f"{optimized} over seeds")
+            for column in by_seed[0]:
+                seeds.add_column(column)
+            for entry in by_seed:
+                seeds.add_row(
+                    *[f"{v:.4g}" if isinstance(v, float) else str(v) for v in entry.values()]
+                )
+            console.print(seeds)
+        failed = [r["job"] for r in rows if r["status"] != "completed"]
+        if failed:
+            console.print(
+                f"[bold red]{len(failed)} of {len(rows)} jobs failed:[/bold red] "
+                f"{', '.join(failed)} (errors in summary.csv)"
+            )
+        console.print(f"summary: {sweep_dir / 'summary.csv'}")

@@ -1,0 +1,80 @@
+"""A real (tiny) multirun: named job dirs, summary files, HParams, a job failing on purpose."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+
+def test_multirun_summarises_jobs_and_survives_a_failing_one(data_dir, cache_dir, tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    env = {**os.environ, "GENTRAIN_CACHE_DIR": str(cache_dir)}
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gentrain",
+            "-m",
+            "debug=fast",
+            "device=cpu",
+            "eval.enabled=false",
+            "optimized_metric=val/d_real",
+            "model=gan,vaegan",
+            "model.width=8",
+            "optimizer.lr=0.001,-1",
+            f"paths.data_dir={data_dir}",
+            f"hydra.sweep.dir={sweep_dir}",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=600,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    names = sorted(p.name for p in sweep_dir.iterdir() if p.is_dir())
+    common = "debug=fast,device=cpu,eval.enabled=False,model.width=8"
+    assert names == [  # readable: the job number, then its overrides (paths left out)
+        f"0_{common},model=gan,optimizer.lr=0.001",
+        f"1_{common},model=gan,optimizer.lr=-1",
+        f"2_{common},model=vaegan,optimizer.lr=0.001",
+        f"3_{common},model=vaegan,optimizer.lr=-1",
+    ]
+    with open(sweep_dir / "summary.csv") as f:
+        rows = {row["job"]: row for row in csv.DictReader(f)}
+    assert [rows[n]["status"] for n in names] == ["completed", "failed", "completed", "failed"]
+    assert "optimizer.lr must be positive" in rows[names[1]]["error"]
+    assert float(rows[names[0]]["val/d_real"]) >= 0 and rows[names[1]]["val/d_real"] == ""
+    assert float(rows[names[2]]["wall_seconds"]) > 0
+    summary = json.loads((sweep_dir / "summary.json").read_text())
+    assert len(summary["jobs"]) == 4 and summary["optimized_metric"] == "val/d_real"
+    assert "2 of 4 jobs failed" in output
+
+    for name in (names[0], names[2]):  # HParams: one row per job in TensorBoard
+        events = EventAccumulator(str(sweep_dir / name / "tb")).Reload()
+        assert "_hparams_/session_start_info" in events.PluginTagToContent("hparams")
+
+
+def test_seeds_are_aggregated_for_otherwise_identical_overrides():
+    from gentrain.sweep import aggregate_over_seeds
+
+    def row(overrides, value, status="completed"):
+        return {"_overrides": overrides, "status": status, "val/fid": value}
+
+    rows = [
+        row(["model=vae", "seed=0"], 10.0),
+        row(["model=vae", "seed=1"], 14.0),
+        row(["model=gan", "seed=0"], 30.0),
+        row(["model=gan", "seed=1"], None, "failed"),
+    ]
+    by_seed = {r["overrides"]: r for r in aggregate_over_seeds(rows, "val/fid")}
+    assert by_seed["model=vae"]["seeds"] == 2 and by_seed["model=vae"]["val/fid mean"] == 12.0
+    assert by_seed["model=vae"]["val/fid std"] == pytest.approx(2.8284, abs=1e-4)
+    assert by_seed["model=gan"]["seeds"] == 1
