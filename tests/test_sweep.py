@@ -78,3 +78,79 @@ def test_seeds_are_aggregated_for_otherwise_identical_overrides():
     assert by_seed["model=vae"]["seeds"] == 2 and by_seed["model=vae"]["val/fid mean"] == 12.0
     assert by_seed["model=vae"]["val/fid std"] == pytest.approx(2.8284, abs=1e-4)
     assert by_seed["model=gan"]["seeds"] == 1
+
+
+def _sweep(data_dir, cache_dir, tmp_path, *overrides):
+    sweep_dir = tmp_path / "sweep"
+    env = {**os.environ, "GENTRAIN_CACHE_DIR": str(cache_dir)}
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gentrain",
+            *[o for o in overrides if o.startswith("-")],
+            "debug=fast",
+            "device=cpu",
+            "eval.enabled=false",
+            "logger=none",
+            "optimized_metric=val/loss",
+            *[o for o in overrides if not o.startswith("-")],
+            f"paths.data_dir={data_dir}",
+            f"hydra.sweep.dir={sweep_dir}",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    with open(sweep_dir / "summary.csv") as f:
+        return sweep_dir, list(csv.DictReader(f))
+
+
+def test_optuna_search_runs_its_trials(data_dir, cache_dir, tmp_path):
+    sweep_dir, rows = _sweep(
+        data_dir,
+        cache_dir,
+        tmp_path,
+        "hparams_search=vae_optuna",
+        "hydra.sweeper.n_trials=3",
+        "hydra.sweeper.sampler.n_startup_trials=2",
+    )
+    assert len(rows) == 3 and all(r["status"] == "completed" for r in rows)
+    best = (sweep_dir / "optimization_results.yaml").read_text()
+    assert "best_value" in best and "optimizer.lr" in best
+    assert min(float(r["val/loss"]) for r in rows) == pytest.approx(
+        float(best.split("best_value:")[1].split()[0]), rel=1e-6
+    )
+
+
+def test_parallel_local_launcher_runs_jobs(data_dir, cache_dir, tmp_path):
+    _, rows = _sweep(
+        data_dir, cache_dir, tmp_path, "-m", "launcher=local_parallel", "model.latent_dim=4,8"
+    )
+    assert [r["status"] for r in rows] == ["completed", "completed"]
+    latent = {o for r in rows for o in r["overrides"].split() if o.startswith("model.latent")}
+    assert latent == {"model.latent_dim=4", "model.latent_dim=8"}
+
+
+@pytest.mark.parametrize(
+    ("override", "target"),
+    [
+        ("launcher=slurm", "SlurmLauncher"),
+        ("launcher=local_parallel", "JoblibLauncher"),
+        ("hparams_search=gan_optuna", "OptunaSweeper"),
+    ],
+)
+def test_launcher_and_search_presets_compose(override, target, data_dir):
+    from hydra import compose, initialize_config_dir
+
+    from gentrain.train import config_dir
+
+    with initialize_config_dir(version_base="1.3", config_dir=str(config_dir())):
+        cfg = compose(config_name="train", overrides=[override], return_hydra_config=True)
+    node = cfg.hydra.sweeper if "Sweeper" in target else cfg.hydra.launcher
+    assert node._target_.endswith(target)
+    if override == "launcher=slurm":
+        assert cfg.hydra.launcher.gpus_per_node == 1 and cfg.device.name == "cuda"
