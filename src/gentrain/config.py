@@ -113,7 +113,7 @@ PLAIN_SECTIONS = {
     "paths": PathsConfig,
     "eval": EvalConfig,
 }
-TOP_LEVEL = {"seed", "optimized_metric", "task_name", "tags"}
+TOP_LEVEL = {"seed", "optimized_metric", "task_name", "tags", "init_from"}
 
 
 def _typed(section: str, schema: type, values: Any) -> Any:

@@ -47,7 +47,12 @@ def job_status(job: JobReturn) -> dict[str, Any]:
 def collect(sweep_dir: Path) -> list[dict[str, Any]]:
     """One row per job directory under ``sweep_dir`` (numbered subdirectories)."""
     rows = []
-    for job_dir in sorted(sweep_dir.iterdir(), key=lambda p: p.name):
+
+    def job_number(path: Path) -> tuple[int, str]:
+        head = path.name.split("_", 1)[0]
+        return (int(head) if head.isdigit() else 1 << 30, path.name)
+
+    for job_dir in sorted(sweep_dir.iterdir(), key=job_number):
         overrides_file = job_dir / ".hydra" / "overrides.yaml"
         if not job_dir.is_dir() or not overrides_file.is_file():
             continue
@@ -131,18 +136,21 @@ class SweepSummary(Callback):
         )
 
         table = Table(title=f"sweep {sweep_dir}")
-        for column in ["job", "overrides", "status", *metrics, "wall s"]:
+        for column in ["job", "overrides (varying)", "status", *metrics, "wall s"]:
             table.add_column(
-                column, justify="right" if column not in ("overrides", "status") else "left"
+                column, justify="left" if column in ("overrides (varying)", "status") else "right"
             )
+        # The table shows only the overrides that differ between jobs; the CSV has all.
+        shared = set.intersection(*(set(r["_overrides"]) for r in rows)) if rows else set()
         for row in rows:
+            varying = " ".join(o for o in row["_overrides"] if o not in shared) or "-"
             values = [row.get(m) for m in metrics]
             cells = [f"{v:.4g}" if isinstance(v, int | float) else "-" for v in values]
             status = row["status"] if not row["error"] else f"{row['status']}: {row['error'][:60]}"
             wall = row.get("wall_seconds")
             table.add_row(
-                row["job"],
-                row["overrides"],
+                row["job"].split("_", 1)[0],
+                varying,
                 status,
                 *cells,
                 f"{wall:.0f}" if isinstance(wall, int | float) else "-",

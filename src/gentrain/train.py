@@ -27,7 +27,9 @@ from gentrain.errors import ConfigError, GentrainError
 from gentrain.evaluation import Evaluator
 from gentrain.models import build_model
 from gentrain.registry import LOGGERS
+from gentrain.restore import checkpoint_path
 from gentrain.trainer import Trainer
+from gentrain.warm_start import warm_start
 
 log = logging.getLogger("gentrain")
 
@@ -132,14 +134,25 @@ def train(cfg: DictConfig) -> dict[str, float]:
     output_dir = Path(run.paths.output_dir)
     device = resolve_device(run.device)
     resume_from = find_resume_checkpoint(run.trainer.resume, output_dir)
+    init_from = run.extras.get("init_from")
+    if init_from is not None:
+        if resume_from is not None:
+            raise ConfigError(
+                "init_from and trainer.resume are both set: resume continues a run with its "
+                "full state, init_from starts a new run from another model's weights; pick one"
+            )
+        checkpoint_path(init_from)  # fail now, not after loading the data
     seed_everything(run.seed, run.trainer.deterministic)
     print_config_tree(cfg)
 
     data = build_dataset(run.dataset)
     model = build_model(run.model, data.image_shape)
+    warm_start_summary = warm_start(model, init_from) if init_from is not None else None
     output_dir.mkdir(parents=True, exist_ok=True)
     logger = LOGGERS.get(run.logger.name)(output_dir)
     logger.log_text("config", "```yaml\n" + OmegaConf.to_yaml(cfg, resolve=True) + "```")
+    if warm_start_summary:
+        logger.log_text("init_from", warm_start_summary)
     evaluator = None
     if run.eval.enabled:
         evaluator = Evaluator(run.eval, data, device, Path(run.paths.cache_dir))

@@ -80,6 +80,20 @@ class GAN(GenerativeModel):
     """Generator G(z) and discriminator D(x), trained adversarially."""
 
     Config = GANConfig
+    #: init_from: a VAE's (or VAE-GAN's) decoder becomes the generator and its EMA copy
+    warm_start_sources = {
+        "VAE": [("decoder.", "generator."), ("decoder.", "generator_ema.")],
+        "VAEGAN": [
+            ("decoder.", "generator."),
+            ("decoder.", "generator_ema."),
+            ("discriminator.", "discriminator."),
+        ],
+        "GAN": [
+            ("generator.", "generator."),
+            ("generator.", "generator_ema."),
+            ("discriminator.", "discriminator."),
+        ],
+    }
 
     def __init__(self, cfg: GANConfig, image_shape: tuple[int, int, int]) -> None:
         super().__init__(image_shape, cfg.latent_dim)

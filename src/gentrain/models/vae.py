@@ -33,6 +33,7 @@ class VAEConfig:
     beta: float = 1.0  # weight on the KL term
     kl_warmup_steps: int = 0  # beta ramps linearly from 0 over this many steps
     decoder_norm: str = "batch"  # batch | none
+    encoder_norm: str = "none"  # batch | none (batch matches a VAE-GAN's encoder, for init_from)
     binarize: bool = False  # dynamic binarisation: train on x ~ Bernoulli(pixels)
 
     def __post_init__(self) -> None:
@@ -79,11 +80,18 @@ class VAE(GenerativeModel):
 
     Config = VAEConfig
     has_encoder = True
+    #: init_from: checkpoints this model can start from (see gentrain/warm_start.py)
+    warm_start_sources = {
+        "VAE": [("encoder.", "encoder."), ("decoder.", "decoder.")],
+        "VAEGAN": [("encoder.", "encoder."), ("decoder.", "decoder.")],
+    }
 
     def __init__(self, cfg: VAEConfig, image_shape: tuple[int, int, int]) -> None:
         super().__init__(image_shape, cfg.latent_dim)
         self.cfg = cfg
-        self.encoder = ConvEncoder(image_shape, cfg.width, 2 * cfg.latent_dim)
+        self.encoder = ConvEncoder(
+            image_shape, cfg.width, 2 * cfg.latent_dim, norm=cfg.encoder_norm
+        )
         self.decoder = ConvDecoder(image_shape, cfg.width, cfg.latent_dim, norm=cfg.decoder_norm)
         # Counts optimiser steps for the KL warm-up; a buffer so checkpoints carry it.
         self.register_buffer("steps_done", torch.zeros((), dtype=torch.long))

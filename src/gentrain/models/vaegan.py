@@ -51,6 +51,7 @@ class VAEGANConfig:
     feature_layer: int = -1  # Dis_l: 1-based conv block of D; negative counts from the end
     gan_loss: str = "nonsaturating"  # nonsaturating | saturating (the paper's log(1 - D))
     d_norm: str = "batch"  # batch | none: normalisation inside D
+    encoder_norm: str = "batch"  # batch | none (none matches a default VAE, for init_from)
     equilibrium_gate: bool = True  # skip D / the decoder's GAN term when one side wins
     equilibrium: float = 0.68  # target BCE of D (ln 2 = 0.69 is chance)
     margin: float = 0.35
@@ -60,8 +61,11 @@ class VAEGANConfig:
         for key in ("latent_dim", "width"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"model.{key} must be >= 1, got {getattr(self, key)}")
-        if self.d_norm not in ("batch", "none"):
-            raise ConfigError(f"unknown model.d_norm {self.d_norm!r}; available: batch, none")
+        for key in ("d_norm", "encoder_norm"):
+            if getattr(self, key) not in ("batch", "none"):
+                raise ConfigError(
+                    f"unknown model.{key} {getattr(self, key)!r}; available: batch, none"
+                )
         if self.feature_layer == 0:
             raise ConfigError("model.feature_layer is 1-based (or negative from the end), not 0")
         for key in ("beta", "gamma", "margin"):
@@ -75,11 +79,22 @@ class VAEGAN(GenerativeModel):
 
     Config = VAEGANConfig
     has_encoder = True
+    #: init_from: a trained VAE gives encoder and decoder; the discriminator starts fresh
+    warm_start_sources = {
+        "VAE": [("encoder.", "encoder."), ("decoder.", "decoder.")],
+        "VAEGAN": [
+            ("encoder.", "encoder."),
+            ("decoder.", "decoder."),
+            ("discriminator.", "discriminator."),
+        ],
+    }
 
     def __init__(self, cfg: VAEGANConfig, image_shape: tuple[int, int, int]) -> None:
         super().__init__(image_shape, cfg.latent_dim)
         self.cfg = cfg
-        self.encoder = ConvEncoder(image_shape, cfg.width, 2 * cfg.latent_dim, norm="batch")
+        self.encoder = ConvEncoder(
+            image_shape, cfg.width, 2 * cfg.latent_dim, norm=cfg.encoder_norm
+        )
         self.decoder = ConvDecoder(image_shape, cfg.width, cfg.latent_dim, norm="batch")
         self.discriminator = ConvEncoder(image_shape, cfg.width, 1, norm=cfg.d_norm)
         blocks = self.discriminator.num_blocks

@@ -1,0 +1,93 @@
+"""Warm start: a new run whose networks begin from another trained model's weights.
+
+Not resume. Resume (``trainer.resume``) continues *the same run*: every network, optimiser,
+schedule, RNG and the step counter come back and training goes on as if never stopped.
+A warm start (``init_from``) begins *a new run*, usually with a different objective: only
+the weights of compatible networks are copied (a VAE's encoder and decoder into a VAE-GAN,
+a VAE's decoder into a GAN's generator); optimisers, schedules and step start fresh, and
+networks with no counterpart (a discriminator) keep their random initialisation.
+
+Each model class says which checkpoints it can start from in ``warm_start_sources``:
+``{source class name: [(source prefix, target prefix), ...]}``.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+
+from gentrain.checkpoint import load_checkpoint
+from gentrain.errors import ConfigError
+from gentrain.models import GenerativeModel
+from gentrain.restore import checkpoint_path
+
+log = logging.getLogger("gentrain")
+
+
+def warm_start(model: GenerativeModel, path: str | Path) -> str:
+    """Copy the mapped weights of checkpoint ``path`` into ``model``; return a summary.
+
+    Raises ConfigError, before anything is changed, when the source model cannot feed this
+    one or any mapped tensor has another shape (listing every mismatch).
+    """
+    ckpt = checkpoint_path(path)
+    state = load_checkpoint(ckpt)
+    source_class = str(state.get("model_class"))
+    target_class = type(model).__name__
+    sources = getattr(model, "warm_start_sources", {})
+    if source_class not in sources:
+        supported = ", ".join(sorted(sources)) or "none"
+        raise ConfigError(
+            f"init_from={ckpt}: a {target_class} cannot start from a {source_class}; "
+            f"it can start from: {supported}"
+        )
+    source_weights: dict[str, torch.Tensor] = state["model"]
+    target_weights = model.state_dict()
+    updates: dict[str, torch.Tensor] = {}
+    mismatched, loaded_prefixes = [], []
+    for source_prefix, target_prefix in sources[source_class]:
+        if not any(k.startswith(target_prefix) for k in target_weights):
+            continue  # a network this configuration does not have (a GAN without EMA)
+        matched = 0
+        for key, value in source_weights.items():
+            if not key.startswith(source_prefix):
+                continue
+            target_key = target_prefix + key[len(source_prefix) :]
+            if target_key not in target_weights:
+                mismatched.append(f"{target_key}: not in this {target_class}")
+            elif target_weights[target_key].shape != value.shape:
+                mismatched.append(
+                    f"{target_key}: this model {tuple(target_weights[target_key].shape)}, "
+                    f"checkpoint {key} {tuple(value.shape)}"
+                )
+            else:
+                updates[target_key] = value
+                matched += 1
+        missing = [
+            k
+            for k in target_weights
+            if k.startswith(target_prefix)
+            and source_prefix + k[len(target_prefix) :] not in source_weights
+        ]
+        mismatched += [f"{k}: not in the checkpoint" for k in missing]
+        loaded_prefixes.append(f"{source_prefix}* -> {target_prefix}* ({matched} tensors)")
+    if mismatched:
+        shown = "\n  ".join(mismatched[:12])
+        more = f"\n  ... and {len(mismatched) - 12} more" if len(mismatched) > 12 else ""
+        raise ConfigError(
+            f"init_from={ckpt}: the {source_class}'s weights do not fit this {target_class} "
+            f"({len(mismatched)} tensor(s)):\n  {shown}{more}\nFix: use the same "
+            "image size, model.latent_dim and model.width (and norms) as the source run "
+            "(see .hydra/config.yaml in its run directory)"
+        )
+    model.load_state_dict(updates, strict=False)
+    fresh = sorted({k.split(".")[0] for k in target_weights} - {k.split(".")[0] for k in updates})
+    summary = (
+        f"warm start from {ckpt} (a {source_class} at step {int(state['step'])}): loaded "
+        f"{'; '.join(loaded_prefixes)}. Fresh: {', '.join(fresh) or 'nothing'}. "
+        "Optimisers, schedules and step start anew."
+    )
+    log.info(summary)
+    return summary

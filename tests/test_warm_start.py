@@ -1,0 +1,128 @@
+"""init_from: a new run starting from another model's weights (not resume)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from gentrain.errors import ConfigError
+from gentrain.models.gan import GAN, GANConfig
+from gentrain.models.vaegan import VAEGAN, VAEGANConfig
+from gentrain.train import train
+from gentrain.warm_start import warm_start
+
+
+@pytest.fixture(scope="module")
+def vae_run(tmp_path_factory, data_dir, cache_dir):
+    from conftest import compose_config
+
+    out = tmp_path_factory.mktemp("vae")
+    train(
+        compose_config(
+            [
+                "debug=fast",
+                "device=cpu",
+                "logger=none",
+                "eval.enabled=false",
+                "model.width=8",
+                "model.latent_dim=4",
+                "model.encoder_norm=batch",
+                f"paths.data_dir={data_dir}",
+                f"paths.cache_dir={cache_dir}",
+                f"paths.output_dir={out}",
+            ]
+        )
+    )
+    return out
+
+
+def _vae_weights(run):
+    return torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["model"]
+
+
+def test_vaegan_takes_encoder_and_decoder_and_keeps_a_fresh_discriminator(vae_run):
+    torch.manual_seed(0)
+    model = VAEGAN(VAEGANConfig(width=8, latent_dim=4), (1, 28, 28))
+    fresh_d = {k: v.clone() for k, v in model.discriminator.state_dict().items()}
+    summary = warm_start(model, vae_run)
+    source = _vae_weights(vae_run)
+    for key, value in model.state_dict().items():
+        if key.startswith(("encoder.", "decoder.")):
+            assert torch.equal(value, source[key]), key
+    for key, value in model.discriminator.state_dict().items():
+        assert torch.equal(value, fresh_d[key])
+    assert "a VAE at step 4" in summary and "Fresh: discriminator" in summary
+
+
+def test_gan_takes_the_decoder_as_generator_and_ema(vae_run):
+    model = GAN(GANConfig(width=8, latent_dim=4), (1, 28, 28))
+    warm_start(model, vae_run)
+    source = _vae_weights(vae_run)
+    for key, value in model.generator.state_dict().items():
+        assert torch.equal(value, source[f"decoder.{key}"])
+        assert torch.equal(model.generator_ema.state_dict()[key], value)
+
+
+def test_mismatched_shapes_are_listed_before_anything_changes(vae_run):
+    model = VAEGAN(VAEGANConfig(width=8, latent_dim=8), (1, 28, 28))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(ConfigError) as info:
+        warm_start(model, vae_run)
+    message = str(info.value)
+    assert (
+        "encoder.head.weight: this model (16, 784), checkpoint encoder.head.weight (8, 784)"
+        in message
+    )
+    assert "model.latent_dim" in message
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+def test_incompatible_source_lists_what_is_supported(tmp_path, data_dir, cache_dir):
+    from conftest import compose_config
+
+    from gentrain.models.vae import VAE, VAEConfig
+
+    out = tmp_path / "gan"
+    train(
+        compose_config(
+            [
+                "debug=fast",
+                "device=cpu",
+                "logger=none",
+                "eval.enabled=false",
+                "model=gan",
+                "model.width=8",
+                f"paths.data_dir={data_dir}",
+                f"paths.cache_dir={cache_dir}",
+                f"paths.output_dir={out}",
+            ]
+        )
+    )
+    with pytest.raises(
+        ConfigError, match="a VAE cannot start from a GAN; it can start from: VAE, VAEGAN"
+    ):
+        warm_start(VAE(VAEConfig(), (1, 28, 28)), out)
+
+
+def test_train_with_init_from_runs_and_refuses_resume_too(vae_run, make_config, tmp_path):
+    metrics = train(
+        make_config(
+            "model=vaegan",
+            "model.width=8",
+            "model.latent_dim=4",
+            "eval.enabled=false",
+            f"init_from={vae_run}",
+        )
+    )
+    assert metrics["step"] == 4
+    with pytest.raises(ConfigError, match="pick one"):
+        train(
+            make_config(
+                "model=vaegan",
+                "model.width=8",
+                "model.latent_dim=4",
+                f"init_from={vae_run}",
+                f"trainer.resume={vae_run}",
+                output_dir=tmp_path / "other",
+            )
+        )
