@@ -92,6 +92,11 @@ def test_two_epochs_equal_one_epoch_plus_resume(make_config, tmp_path, model):
         )
     )
     assert resumed["step"] == 8 and resumed["epoch"] == 2
+    # The learning curve: one record per epoch, the resumed run's carried over from its source.
+    history = [json.loads(line) for line in (tmp_path / "resumed" / "history.jsonl").open()]
+    assert [(r["step"], r["epoch"]) for r in history] == [(4, 1), (8, 2)]
+    assert 0 < history[0]["train_seconds"] < history[1]["train_seconds"]
+    assert all("val/fid" in r for r in history)
     _assert_same(
         _weights(straight / "checkpoints" / "last.ckpt"),
         _weights(tmp_path / "resumed" / "checkpoints" / "last.ckpt"),
@@ -113,6 +118,25 @@ def test_resume_from_the_middle_of_an_epoch(make_config, tmp_path):
         _weights(straight / "checkpoints" / "last.ckpt"),
         _weights(part / "checkpoints" / "last.ckpt"),
     )
+
+
+def test_time_budget_stops_mid_epoch_and_still_evaluates(make_config, tmp_path):
+    out = tmp_path / "run"
+    metrics = train(
+        make_config(
+            "dataset.limit=128",
+            "trainer.max_steps=null",
+            "trainer.max_epochs=3",
+            "trainer.max_seconds=1e-9",  # spent by the first step
+            output_dir=out,
+        )
+    )
+    assert metrics["step"] == 1 and metrics["epoch"] == 0
+    assert "val/fid" in metrics and metrics["train/seconds"] > 0
+    assert metrics["model/parameters"] > 1000 and metrics["time/wall_seconds"] > 0
+    history = [json.loads(line) for line in (out / "history.jsonl").open()]
+    assert [r["step"] for r in history] == [1]
+    assert torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)["step"] == 1
 
 
 def test_nan_loss_stops_with_step_and_term_and_keeps_last_checkpoint(

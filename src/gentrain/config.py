@@ -27,6 +27,7 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 class TrainerConfig:
     max_epochs: int = 10
     max_steps: int | None = None  # stop after this many steps, even mid-epoch
+    max_seconds: float | None = None  # training-time budget (evaluation excluded), mid-epoch too
     batch_size: int = 128
     val_batch_size: int = 500
     limit_val_batches: int | None = None  # None: the whole validation split
@@ -56,6 +57,8 @@ class TrainerConfig:
             value = getattr(self, key)
             if value is not None and value < 1:
                 raise ConfigError(f"trainer.{key} must be >= 1 or null, got {value}")
+        if self.max_seconds is not None and self.max_seconds <= 0:
+            raise ConfigError(f"trainer.max_seconds must be > 0 or null, got {self.max_seconds}")
         if self.gradient_clip_norm is not None and self.gradient_clip_norm <= 0:
             raise ConfigError(
                 f"trainer.gradient_clip_norm must be > 0 or null, got {self.gradient_clip_norm}"

@@ -12,6 +12,7 @@ import logging
 import os
 import random
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -130,6 +131,7 @@ def flat_hparams(cfg: DictConfig) -> dict[str, Any]:
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Validate ``cfg``, train, write ``metrics.json``; return the final metrics."""
+    started = time.perf_counter()
     run: RunConfig = validate_config(cfg)
     output_dir = Path(run.paths.output_dir)
     device = resolve_device(run.device)
@@ -168,6 +170,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     )
     try:
         metrics = trainer.fit(model, data, run.optimizer, resume_from=resume_from)
+        # Everything this process spent: data, training, evaluation (not earlier, resumed runs).
+        metrics["time/wall_seconds"] = time.perf_counter() - started
         logger.log_hparams(flat_hparams(cfg), {k: v for k, v in metrics.items() if "/" in k})
     finally:
         logger.close()

@@ -8,6 +8,7 @@ can read top to bottom in ``fit``.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import signal
@@ -22,7 +23,13 @@ from typing import Any
 import torch
 from torchvision.utils import make_grid, save_image
 
-from gentrain.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from gentrain.checkpoint import (
+    atomic_write_bytes,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from gentrain.config import TrainerConfig
 from gentrain.console import TrainingProgress
 from gentrain.data import DeviceTensorLoader, ImageData
@@ -67,6 +74,32 @@ class StopRequested:
                 signal.signal(s, handler)
 
 
+class Stopwatch:
+    """Training time, with the pauses for validation and evaluation left out.
+
+    It is what ``trainer.max_seconds`` budgets, what ``history.jsonl`` puts on its time axis
+    and what a checkpoint carries over on resume.
+    """
+
+    def __init__(self, seconds: float = 0.0) -> None:
+        self._banked = seconds
+        self._started: float | None = None
+
+    def start(self) -> None:
+        if self._started is None:
+            self._started = time.perf_counter()
+
+    def pause(self) -> None:
+        if self._started is not None:
+            self._banked += time.perf_counter() - self._started
+            self._started = None
+
+    @property
+    def seconds(self) -> float:
+        running = time.perf_counter() - self._started if self._started is not None else 0.0
+        return self._banked + running
+
+
 class Trainer:
     """Runs ``model`` on ``data``: see ``fit``."""
 
@@ -85,6 +118,7 @@ class Trainer:
         self.device = device
         self.output_dir = output_dir
         self.checkpoint_path = output_dir / "checkpoints" / "last.ckpt"
+        self.history_path = output_dir / "history.jsonl"  # one line per validation
         self.logger = logger or NullLogger()
         self.seed = seed
         self.evaluator = evaluator
@@ -93,6 +127,7 @@ class Trainer:
         self.step = 0
         self.epoch = 0
         self.batch_in_epoch = 0
+        self.clock = Stopwatch()
         self.interrupted: str | None = None  # the signal's name if a signal stopped the run
         self._saved_step = -1
         self.grids: dict[str, torch.Tensor] = {}
@@ -105,7 +140,8 @@ class Trainer:
         optimizer_cfg: OptimizerConfig,
         resume_from: Path | None = None,
     ) -> dict[str, float]:
-        """Train until ``max_epochs`` or ``max_steps``; return the final metrics."""
+        """Train until ``max_epochs``, ``max_steps`` or ``max_seconds``; return the final
+        metrics."""
         cfg = self.cfg
         loader = DeviceTensorLoader(data.train, cfg.batch_size, self.device, seed=self.seed)
         val_count = len(data.val)
@@ -142,11 +178,18 @@ class Trainer:
         sums: dict[str, torch.Tensor] = {}
         window_steps, window_start = 0, time.perf_counter()
         images_per_sec, shown = 0.0, {}
-        train_seconds, train_images = 0.0, 0
+        first_step, first_seconds = self.step, self.clock.seconds
+        out_of_time = False  # trainer.max_seconds spent
         stop = StopRequested()
         with stop.installed(), TrainingProgress(total_steps, cfg.progress) as progress:
             progress.update(self.step, str(self.epoch + 1), 0.0, {})
-            while self.epoch < cfg.max_epochs and self.step < total_steps and not stop:
+            self.clock.start()
+            while (
+                self.epoch < cfg.max_epochs
+                and self.step < total_steps
+                and not out_of_time
+                and not stop
+            ):
                 model.train()
                 for x in loader.epoch(self.epoch, start_batch=self.batch_in_epoch):
                     terms = model.training_step(x)
@@ -156,12 +199,13 @@ class Trainer:
                     self._check_finite(terms)
                     for name, value in terms.items():
                         sums[name] = sums.get(name, 0.0) + value.float()
+                    if cfg.max_seconds is not None:
+                        out_of_time = self.clock.seconds >= cfg.max_seconds
+                    done = self.step >= total_steps or out_of_time
 
-                    if self.step % cfg.log_every_n_steps == 0 or self.step == total_steps:
+                    if self.step % cfg.log_every_n_steps == 0 or done:
                         elapsed = time.perf_counter() - window_start
                         images_per_sec = window_steps * cfg.batch_size / max(elapsed, 1e-9)
-                        train_seconds += elapsed
-                        train_images += window_steps * cfg.batch_size
                         shown = {k: float(v) / window_steps for k, v in sums.items()}
                         scalars = {f"train/{k}": v for k, v in shown.items()}
                         scalars["train/images_per_sec"] = images_per_sec
@@ -179,7 +223,7 @@ class Trainer:
                     if self.step % cfg.images_every_n_steps == 0:
                         self._log_grids(model)
                     last_of_epoch = self.batch_in_epoch == len(loader)
-                    if stop or (self.step >= total_steps and not last_of_epoch):
+                    if stop or (done and not last_of_epoch):
                         break
                     if self.step % cfg.checkpoint_every_n_steps == 0 and not last_of_epoch:
                         self._save(model)
@@ -187,20 +231,26 @@ class Trainer:
                     self.epoch += 1
                     self.batch_in_epoch = 0
                     pause = time.perf_counter()
+                    self.clock.pause()
                     metrics = self._validate(model, val_images)
                     last_epoch = self.epoch == cfg.max_epochs or self.step >= total_steps
+                    last_epoch = last_epoch or out_of_time
                     if self.epoch % self.eval_every_n_epochs == 0 or last_epoch:
                         metrics.update(self._evaluate(model, final=last_epoch))
+                    self._record_history(metrics)
                     self._log_grids(model)
                     self._save(model)
                     window_start += time.perf_counter() - pause  # keep eval out of images/s
+                    self.clock.start()
                     continue
-                break  # max_steps reached or a stop was requested mid-epoch
+                break  # max_steps/max_seconds reached or a stop was requested mid-epoch
+            self.clock.pause()
 
         if self.batch_in_epoch or not metrics:  # stopped mid-epoch: still validate
             metrics = self._validate(model, val_images)
             if not stop:
                 metrics.update(self._evaluate(model, final=True))
+            self._record_history(metrics)
             self._log_grids(model)
         if self._saved_step != self.step:
             self._save(model)
@@ -213,10 +263,16 @@ class Trainer:
                 self.step,
                 self.checkpoint_path,
             )
+        seconds = self.clock.seconds - first_seconds  # this process's share, if resumed
         metrics = {
             **metrics,
-            "train/images_per_sec": train_images / train_seconds if train_seconds else 0.0,
-            "train/seconds": train_seconds,
+            "train/images_per_sec": (self.step - first_step) * cfg.batch_size / seconds
+            if seconds > 0
+            else 0.0,
+            "train/seconds": self.clock.seconds,
+            "model/parameters": float(
+                sum(p.numel() for p in model.parameters() if p.requires_grad)
+            ),
             "step": float(self.step),
             "epoch": float(self.epoch),
         }
@@ -273,6 +329,29 @@ class Trainer:
         )
         return metrics
 
+    @rank_zero_only
+    def _record_history(self, metrics: dict[str, float]) -> None:
+        """Appends this validation's metrics, with step and training time, to history.jsonl:
+        the learning curves (FID against time) that reports are drawn from."""
+        record = {"step": self.step, "epoch": self.epoch, "train_seconds": self.clock.seconds}
+        record.update(metrics)
+        self.history_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.history_path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    @rank_zero_only
+    def _restore_history(self, checkpoint: Path) -> None:
+        """On resume, keep the history up to the checkpoint's step: records written after it
+        will be redone, and a run resumed into a new directory starts with its source's."""
+        source = checkpoint.resolve().parent.parent / "history.jsonl"
+        if self.history_path.is_file():
+            source = self.history_path
+        if not source.is_file():
+            return
+        lines = [line for line in source.read_text().splitlines() if line.strip()]
+        kept = [line for line in lines if json.loads(line)["step"] <= self.step]
+        atomic_write_bytes(self.history_path, "".join(f"{line}\n" for line in kept).encode())
+
     @torch.no_grad()
     def _log_grids(self, model: GenerativeModel) -> None:
         was_training = model.training
@@ -310,6 +389,7 @@ class Trainer:
                 "epoch": self.epoch,
                 "batch_in_epoch": self.batch_in_epoch,
                 "rng": rng_state(),
+                "train_seconds": self.clock.seconds,
                 "fixed_noise": self.fixed_noise,
                 "trainer": asdict(self.cfg),
                 "config": self.config_yaml,
@@ -337,5 +417,7 @@ class Trainer:
         self.epoch = int(state["epoch"])
         self.batch_in_epoch = int(state["batch_in_epoch"])
         self.fixed_noise = state["fixed_noise"].cpu()
+        self.clock = Stopwatch(float(state.get("train_seconds", 0.0)))
         set_rng_state(state["rng"])
+        self._restore_history(path)
         log.info("resumed from %s at step %d (epoch %d)", path, self.step, self.epoch + 1)
