@@ -35,15 +35,35 @@ def warm_start(model: GenerativeModel, path: str | Path) -> str:
     ckpt = checkpoint_path(path)
     state = load_checkpoint(ckpt)
     source_class = str(state.get("model_class"))
+    updates, loaded_prefixes = plan_warm_start(model, source_class, state["model"], str(ckpt))
+    model.load_state_dict(updates, strict=False)
+    target_weights = model.state_dict()
+    fresh = sorted({k.split(".")[0] for k in target_weights} - {k.split(".")[0] for k in updates})
+    summary = (
+        f"warm start from {ckpt} (a {source_class} at step {int(state['step'])}): loaded "
+        f"{'; '.join(loaded_prefixes)}. Fresh: {', '.join(fresh) or 'nothing'}. "
+        "Optimisers, schedules and step start anew."
+    )
+    log.info(summary)
+    return summary
+
+
+def plan_warm_start(
+    model: GenerativeModel,
+    source_class: str,
+    source_weights: dict[str, torch.Tensor],
+    source_name: str = "the source",
+) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """The tensors ``model`` would take from a ``source_class``'s ``source_weights`` and a
+    line per mapped network; ConfigError listing every mismatch if they do not fit."""
     target_class = type(model).__name__
     sources = getattr(model, "warm_start_sources", {})
     if source_class not in sources:
         supported = ", ".join(sorted(sources)) or "none"
         raise ConfigError(
-            f"init_from={ckpt}: a {target_class} cannot start from a {source_class}; "
+            f"init_from={source_name}: a {target_class} cannot start from a {source_class}; "
             f"it can start from: {supported}"
         )
-    source_weights: dict[str, torch.Tensor] = state["model"]
     target_weights = model.state_dict()
     updates: dict[str, torch.Tensor] = {}
     mismatched, loaded_prefixes = [], []
@@ -77,17 +97,9 @@ def warm_start(model: GenerativeModel, path: str | Path) -> str:
         shown = "\n  ".join(mismatched[:12])
         more = f"\n  ... and {len(mismatched) - 12} more" if len(mismatched) > 12 else ""
         raise ConfigError(
-            f"init_from={ckpt}: the {source_class}'s weights do not fit this {target_class} "
+            f"init_from={source_name}: the {source_class}'s weights do not fit this {target_class} "
             f"({len(mismatched)} tensor(s)):\n  {shown}{more}\nFix: use the same "
             "image size, model.latent_dim and model.width (and norms) as the source run "
             "(see .hydra/config.yaml in its run directory)"
         )
-    model.load_state_dict(updates, strict=False)
-    fresh = sorted({k.split(".")[0] for k in target_weights} - {k.split(".")[0] for k in updates})
-    summary = (
-        f"warm start from {ckpt} (a {source_class} at step {int(state['step'])}): loaded "
-        f"{'; '.join(loaded_prefixes)}. Fresh: {', '.join(fresh) or 'nothing'}. "
-        "Optimisers, schedules and step start anew."
-    )
-    log.info(summary)
-    return summary
+    return updates, loaded_prefixes

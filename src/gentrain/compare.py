@@ -1,0 +1,338 @@
+"""``gentrain-compare``: VAE vs GAN vs VAE-GAN, and a VAE turned into a VAE-GAN, trained on
+the same data with the same budget, seeds and evaluation, in one report.
+
+gentrain-compare                                  # MNIST, 3 epochs a model, seeds 0,1,2
+gentrain-compare --seconds 300 dataset=fashion_mnist
+gentrain-compare --out DIR                        # again: finished runs are kept, the rest resume
+gentrain-compare --report-only --out DIR          # rebuild the report from the run directories
+
+Each run is an ordinary ``gentrain`` command (printed, and listed in the report), with its
+own directory under ``DIR/runs/<arm>/seed_<n>``; the report (``report.md``, ``report.html``,
+grids, ``fid_vs_time.png``, ``summary.json``, ``tb/``) is built from those directories'
+``metrics.json`` and ``history.jsonl`` only. The arms are in ``configs/compare.yaml``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from gentrain.checkpoint import atomic_write_bytes
+from gentrain.console import console
+from gentrain.errors import ConfigError, GentrainError
+
+STATE_FILE = "compare.json"  # the plan and each run's status: what a rerun continues from
+
+
+@dataclass
+class Arm:
+    name: str
+    label: str
+    overrides: list[str]
+    init_from: str | None = None
+
+
+@dataclass
+class Run:
+    arm: Arm
+    seed: int
+    run_dir: Path
+    overrides: list[str]  # everything but how it starts (init_from / resume)
+
+    @property
+    def key(self) -> str:
+        return f"{self.arm.name}/seed_{self.seed}"
+
+    def command(self, source: Run | None, resume: bool) -> list[str]:
+        """The ``gentrain`` arguments of this run: fresh, warm-started, or resumed."""
+        args = list(self.overrides)
+        if resume:
+            args.append(f"trainer.resume={self.run_dir / 'checkpoints' / 'last.ckpt'}")
+        elif source is not None:
+            args.append(f"init_from={source.run_dir}")
+        return args
+
+
+def spec_path() -> Path:
+    from gentrain.train import config_dir
+
+    return config_dir() / "compare.yaml"
+
+
+def load_arms(path: Path, names: list[str] | None) -> list[Arm]:
+    """The arms of ``path`` (all, or ``names`` in that file's order), sources first."""
+    if not path.is_file():
+        raise ConfigError(f"--spec {path}: no such file")
+    spec = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    if not isinstance(spec, dict) or not isinstance(spec.get("arms"), dict) or not spec["arms"]:
+        raise ConfigError(f"{path}: expected a mapping `arms: {{name: {{label, overrides}}}}`")
+    arms = []
+    for name, body in spec["arms"].items():
+        if not isinstance(body, dict) or not isinstance(body.get("overrides"), list):
+            raise ConfigError(f"{path}: arm {name!r} needs a list `overrides`")
+        unknown = set(body) - {"label", "overrides", "init_from"}
+        if unknown:
+            raise ConfigError(
+                f"{path}: arm {name!r} has unknown key(s) {sorted(unknown)}; "
+                "valid: label, overrides, init_from"
+            )
+        arms.append(
+            Arm(
+                name=str(name),
+                label=str(body.get("label", name)),
+                overrides=[str(o) for o in body["overrides"]],
+                init_from=body.get("init_from"),
+            )
+        )
+    by_name = {a.name: a for a in arms}
+    if names:
+        unknown = [n for n in names if n not in by_name]
+        if unknown:
+            raise ConfigError(
+                f"unknown arm(s) {', '.join(unknown)}; {path} has: {', '.join(by_name)}"
+            )
+        wanted = set(names)
+        for arm in arms:  # a chosen warm-started arm brings its source along
+            if arm.name in wanted and arm.init_from:
+                wanted.add(arm.init_from)
+        arms = [a for a in arms if a.name in wanted]
+    seen: set[str] = set()
+    for arm in arms:
+        if arm.init_from is not None and arm.init_from not in seen:
+            raise ConfigError(
+                f"{path}: arm {arm.name!r} starts from {arm.init_from!r}, which must be an arm "
+                f"listed before it; arms: {', '.join(by_name)}"
+            )
+        seen.add(arm.name)
+    return arms
+
+
+def plan_runs(arms: list[Arm], seeds: list[int], overrides: list[str], out: Path) -> list[Run]:
+    """Every (seed, arm) run, seed by seed so a first full comparison comes early."""
+    runs = []
+    for seed in seeds:
+        for arm in arms:
+            run_dir = (out / "runs" / arm.name / f"seed_{seed}").resolve()
+            args = [*arm.overrides, *overrides, f"seed={seed}", f"hydra.run.dir={run_dir}"]
+            runs.append(Run(arm, seed, run_dir, args))
+    return runs
+
+
+def check_runs(runs: list[Run]) -> None:
+    """Compose and validate every run's config, and check each warm start's shapes, before
+    anything trains: a typo or a mismatched arm fails in seconds, not after an hour."""
+    import torch
+    from hydra import compose, initialize_config_dir
+
+    from gentrain.config import validate_config
+    from gentrain.data import build_dataset
+    from gentrain.models import build_model
+    from gentrain.train import config_dir
+    from gentrain.warm_start import plan_warm_start
+
+    configs = {}
+    with initialize_config_dir(version_base="1.3", config_dir=str(config_dir())):
+        for run in runs:
+            if run.key.split("/")[1] != runs[0].key.split("/")[1]:
+                break  # the other seeds differ only in their seed
+            overrides = [o for o in run.overrides if not o.startswith("hydra.")]
+            overrides.append(f"paths.output_dir={run.run_dir}")  # Hydra's, outside an app
+            try:
+                cfg = compose(config_name="train", overrides=overrides)
+            except Exception as exc:  # Hydra's own messages name the bad override
+                raise ConfigError(f"arm {run.arm.name}: {exc}") from None
+            try:
+                configs[run.arm.name] = validate_config(cfg)
+            except ConfigError as exc:
+                raise ConfigError(f"arm {run.arm.name}: {exc}") from None
+    latents = {name: c.model.latent_dim for name, c in configs.items()}
+    if len(set(latents.values())) > 1:
+        console.print(
+            "[yellow]warning:[/yellow] the arms' latent sizes differ "
+            f"({latents}); their sample grids cannot come from the same noise",
+            highlight=False,
+        )
+    warm = [r for r in runs if r.arm.init_from and r.arm.name in configs]
+    if not warm:
+        return
+    data = build_dataset(next(iter(configs.values())).dataset)
+    for run in warm:
+        source_name = run.arm.init_from
+        source = build_model(configs[source_name].model, data.image_shape)
+        target = build_model(configs[run.arm.name].model, data.image_shape)
+        with torch.no_grad():
+            plan_warm_start(
+                target, type(source).__name__, source.state_dict(), f"<arm {source_name}>"
+            )
+
+
+class CompareState:
+    """``compare.json``: the plan, each run's command and status, rewritten atomically."""
+
+    def __init__(self, out: Path) -> None:
+        self.path = out / STATE_FILE
+        self.data: dict[str, Any] = {"runs": {}}
+        if self.path.is_file():
+            self.data = json.loads(self.path.read_text())
+
+    def save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(self.path, (json.dumps(self.data, indent=2) + "\n").encode())
+
+    def run(self, key: str) -> dict[str, Any]:
+        return self.data["runs"].setdefault(key, {"status": "pending"})
+
+
+def display(args: list[str]) -> str:
+    return "gentrain " + shlex.join(args)
+
+
+def execute(runs: list[Run], state: CompareState) -> int:
+    """Run what is not done yet, in order; return how many runs failed or were skipped."""
+    by_key = {r.key: r for r in runs}
+    problems = 0
+    for index, run in enumerate(runs, start=1):
+        record = state.run(run.key)
+        record.update(arm=run.arm.name, label=run.arm.label, seed=run.seed, dir=str(run.run_dir))
+        source = by_key.get(f"{run.arm.init_from}/seed_{run.seed}") if run.arm.init_from else None
+        record["source"] = source.key if source else None
+        # The command that reproduces this run from scratch (after its source's, if any).
+        record["command"] = display(run.command(source, resume=False))
+        if record["status"] == "done" and (run.run_dir / "metrics.json").is_file():
+            console.print(f"[dim][{index}/{len(runs)}] {run.key}: done, kept[/dim]")
+            continue
+        if source is not None and state.run(source.key)["status"] != "done":
+            record.update(status="skipped", error=f"its source run {source.key} did not finish")
+            problems += 1
+            state.save()
+            continue
+        resume = (run.run_dir / "checkpoints" / "last.ckpt").is_file()
+        args = run.command(source, resume)
+        console.rule(f"[{index}/{len(runs)}] {run.arm.label}, seed {run.seed}")
+        console.print(display(args), highlight=False, soft_wrap=True)
+        record.update(status="running", started=time.time())
+        state.save()
+        code = subprocess.call([sys.executable, "-m", "gentrain", *args])
+        if code == 0:
+            record.update(status="done", returncode=0, error=None)
+        else:
+            record.update(status="failed", returncode=code, error=f"exit code {code}")
+            problems += 1
+        state.save()
+        if code in (130, 143):  # the user stopped it: stop here, a rerun resumes
+            raise KeyboardInterrupt
+    return problems
+
+
+def int_list(text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected integers like 0,1,2, got {text!r}") from None
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="gentrain-compare",
+        description=__doc__.splitlines()[0].strip("`"),
+        epilog="Any other argument is a gentrain override applied to every run, e.g. "
+        "dataset=fashion_mnist eval.num_samples=5000.",
+    )
+    parser.add_argument("overrides", nargs="*", help="gentrain overrides for every run")
+    parser.add_argument("--out", type=Path, help="output dir (default outputs/compare/<time>)")
+    parser.add_argument(
+        "--seeds", type=int_list, default=[0, 1, 2], help="comma-separated (default 0,1,2)"
+    )
+    parser.add_argument("--epochs", type=int, default=3, help="training epochs per run")
+    parser.add_argument(
+        "--seconds",
+        type=float,
+        help="training-time budget per run instead of epochs (evaluation not counted)",
+    )
+    parser.add_argument(
+        "--arms", type=lambda text: text.split(","), help="comma-separated subset of the arms"
+    )
+    parser.add_argument("--spec", type=Path, help="arms file (default configs/compare.yaml)")
+    parser.add_argument("--report-only", action="store_true", help="rebuild the report only")
+    parser.add_argument("--dry-run", action="store_true", help="check and print the commands")
+    return parser.parse_args(argv)
+
+
+def budget_overrides(epochs: int, seconds: float | None) -> list[str]:
+    if epochs < 1 or (seconds is not None and seconds <= 0):
+        raise ConfigError("--epochs must be >= 1 and --seconds > 0")
+    if seconds is None:
+        return [f"trainer.max_epochs={epochs}"]
+    return ["trainer.max_epochs=100000", f"trainer.max_seconds={seconds:g}"]
+
+
+def main(argv: list[str] | None = None) -> None:
+    from gentrain.report import build_report
+
+    args = parse_args(argv)
+    out = args.out or Path("outputs/compare") / time.strftime("%Y-%m-%d_%H-%M-%S")
+    try:
+        if args.report_only:
+            if not (out / STATE_FILE).is_file():
+                raise ConfigError(f"--report-only: no {STATE_FILE} in {out}; pass --out DIR")
+            paths = build_report(out)
+            console.print(f"report: {paths['markdown']}")
+            return
+        arms = load_arms(args.spec or spec_path(), args.arms)
+        for override in args.overrides:
+            if override.split("=")[0].lstrip("+~") in ("seed", "hydra.run.dir", "init_from"):
+                raise ConfigError(f"{override}: gentrain-compare sets this itself (see --seeds)")
+        overrides = [*budget_overrides(args.epochs, args.seconds), *args.overrides]
+        runs = plan_runs(arms, args.seeds, overrides, out)
+        check_runs(runs)
+        state = CompareState(out)
+        state.data.update(
+            arms=[{"name": a.name, "label": a.label, "init_from": a.init_from} for a in arms],
+            seeds=args.seeds,
+            budget=overrides[: len(overrides) - len(args.overrides)],
+            overrides=args.overrides,
+            argv=[
+                *(argv if argv is not None else sys.argv[1:]),
+                *([] if args.out else ["--out", str(out)]),
+            ],
+        )
+        if args.dry_run:
+            for run in runs:
+                source = f"{run.arm.init_from}/seed_{run.seed}" if run.arm.init_from else None
+                extra = [f"init_from=<{source}>"] if source else []
+                console.print(display([*run.overrides, *extra]), highlight=False, soft_wrap=True)
+            return
+        state.save()
+        console.print(f"comparing {', '.join(a.label for a in arms)} in {out}", highlight=False)
+        try:
+            problems = execute(runs, state)
+        except KeyboardInterrupt:
+            console.print(
+                f"[yellow]stopped; finished runs are kept. To continue, rerun the same "
+                f"command with --out {out}[/yellow]",
+                highlight=False,
+            )
+            sys.exit(130)
+        paths = build_report(out)
+    except GentrainError as exc:
+        console.print(f"[bold red]error:[/bold red] {exc}", highlight=False)
+        sys.exit(2)
+    console.print(
+        f"report: {paths['markdown']} (and .html); TensorBoard: tensorboard --logdir {out}"
+    )
+    if problems:
+        console.print(f"[bold red]{problems} run(s) failed or were skipped[/bold red]")
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,397 @@
+"""The comparison report of ``gentrain-compare``, built from its run directories alone.
+
+Every number comes from a run's ``metrics.json`` (final) or ``history.jsonl`` (the curve),
+so ``gentrain-compare --report-only`` rebuilds the same report at any time. Writes, in the
+comparison directory: ``report.md``, ``report.html``, ``summary.json``, ``fid_vs_time.png``,
+``samples_seed_<n>.png`` / ``reconstructions_seed_<n>.png`` (the arms side by side) and
+``tb/`` (the table, grids and plot in TensorBoard, beside the runs' own event files).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+import shlex
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image, ImageDraw, ImageFont
+
+from gentrain.checkpoint import atomic_write_bytes
+from gentrain.errors import GentrainError
+
+# (column title, metrics.json key, digits); "time" columns add the source run's time for a
+# warm-started arm, since its cost includes training the model it started from.
+COLUMNS = [
+    ("parameters", "model/parameters", 0),
+    ("train time (s)", "train/seconds", 1),
+    ("wall time (s)", "time/wall_seconds", 1),
+    ("images/s", "train/images_per_sec", 0),
+    ("FID ↓", "val/fid", 1),
+    ("KID ↓", "val/kid", 1),
+    ("IS ↑", "val/is", 2),
+    ("precision ↑", "val/precision", 3),
+    ("recall ↑", "val/recall", 3),
+    ("NLL (nats) ↓", "val/nll_iwae", 1),
+    ("−ELBO (nats) ↓", "val/neg_elbo", 1),
+    ("recon MSE ↓", "val/recon_mse", 2),
+]
+CUMULATIVE = {"train/seconds", "time/wall_seconds"}
+
+
+@dataclass
+class ArmResult:
+    name: str
+    label: str
+    source: str | None
+    runs: dict[int, dict[str, float]] = field(default_factory=dict)  # seed -> final metrics
+    curves: dict[int, list[tuple[float, float]]] = field(default_factory=dict)  # (s, FID)
+    commands: dict[int, str] = field(default_factory=dict)
+    status: dict[int, str] = field(default_factory=dict)
+    dirs: dict[int, Path] = field(default_factory=dict)
+
+
+def read_metrics(run_dir: Path) -> dict[str, float]:
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    if "val/elbo" in metrics:
+        metrics["val/neg_elbo"] = -metrics["val/elbo"]
+    return metrics
+
+
+def read_fid_curve(run_dir: Path) -> list[tuple[float, float]]:
+    path = run_dir / "history.jsonl"
+    if not path.is_file():
+        return []
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [(r["train_seconds"], r["val/fid"]) for r in records if "val/fid" in r]
+
+
+def collect(out: Path) -> tuple[list[ArmResult], dict[str, Any]]:
+    """Each arm's finished runs, with a warm-started arm's times made cumulative."""
+    state = json.loads((out / "compare.json").read_text())
+    arms = {a["name"]: ArmResult(a["name"], a["label"], a["init_from"]) for a in state["arms"]}
+    for record in state["runs"].values():
+        arm = arms.get(record["arm"])
+        if arm is None:
+            continue
+        seed, run_dir = int(record["seed"]), Path(record["dir"])
+        arm.commands[seed], arm.dirs[seed] = record["command"], run_dir
+        arm.status[seed] = record["status"]
+        if record["status"] == "done" and (run_dir / "metrics.json").is_file():
+            arm.runs[seed] = read_metrics(run_dir)
+            arm.curves[seed] = read_fid_curve(run_dir)
+    for arm in arms.values():
+        source = arms.get(arm.source) if arm.source else None
+        if source is None:
+            continue
+        for seed, metrics in arm.runs.items():
+            before = source.runs.get(seed, {})
+            for key in CUMULATIVE:
+                metrics[key] = metrics.get(key, 0.0) + before.get(key, 0.0)
+            offset = before.get("train/seconds", 0.0)
+            arm.curves[seed] = [(t + offset, f) for t, f in arm.curves[seed]]
+    return list(arms.values()), state
+
+
+def mean_std(values: list[float]) -> tuple[float, float | None]:
+    mean = statistics.fmean(values)
+    return mean, (statistics.stdev(values) if len(values) > 1 else None)
+
+
+def cell(values: list[float], digits: int) -> str:
+    """``mean ± std`` over seeds (sample std), ``—`` where the metric is not defined."""
+    values = [v for v in values if v is not None and math.isfinite(v)]
+    if not values:
+        return "—"
+    mean, std = mean_std(values)
+    if digits == 0:
+        text = f"{mean:,.0f}"
+        return text if std is None or std < 0.5 else f"{text} ± {std:,.0f}"
+    return f"{mean:.{digits}f}" if std is None else f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def table_rows(arms: list[ArmResult]) -> tuple[list[str], list[list[str]]]:
+    header = ["model", "seeds", *[c[0] for c in COLUMNS]]
+    rows = []
+    floors: dict[str, list[float]] = {"val/fid_floor": [], "val/kid_floor": []}
+    for arm in arms:
+        row = [arm.label, str(len(arm.runs))]
+        for _, key, digits in COLUMNS:
+            values = [m.get(key) for m in arm.runs.values()]
+            values = [v for v in values if v is not None]
+            row.append(cell(values, digits))
+        rows.append(row)
+        for key in floors:
+            floors[key] += [m[key] for m in arm.runs.values() if key in m]
+    floor = ["real data (floor)", "—", *["—"] * len(COLUMNS)]
+    for key, column in (("val/fid_floor", "FID ↓"), ("val/kid_floor", "KID ↓")):
+        index = 2 + [c[0] for c in COLUMNS].index(column)
+        floor[index] = cell(floors[key][:1], 1)  # the same real images in every run
+    rows.append(floor)
+    return header, rows
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+def side_by_side(panels: list[tuple[str, Path]], path: Path) -> bool:
+    """The arms' grids in one row, each under its label; False if there is none."""
+    images = [(label, Image.open(p).convert("RGB")) for label, p in panels if p.is_file()]
+    if not images:
+        return False
+    scale = 2 if images[0][1].height < 400 else 1
+    images = [
+        (label, im.resize((im.width * scale, im.height * scale), Image.NEAREST))
+        for label, im in images
+    ]
+    gap, head = 12, 32
+    font = _font(18)
+    width = sum(im.width for _, im in images) + gap * (len(images) + 1)
+    height = max(im.height for _, im in images) + head + gap
+    canvas = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(canvas)
+    x = gap
+    for label, im in images:
+        draw.text((x, 6), label, fill="black", font=font)
+        canvas.paste(im, (x, head))
+        x += im.width + gap
+    path.parent.mkdir(parents=True, exist_ok=True)
+    canvas.save(path)
+    return True
+
+
+def _font(size: int) -> ImageFont.ImageFont:
+    """DejaVu Sans from matplotlib (it has the arrow of "VAE→VAE-GAN"), else PIL's own."""
+    from matplotlib import font_manager
+
+    try:
+        return ImageFont.truetype(font_manager.findfont("DejaVu Sans"), size)
+    except OSError:
+        return ImageFont.load_default()
+
+
+def same_noise(arms: list[ArmResult], seed: int) -> bool | None:
+    """Whether every arm's grid of ``seed`` was drawn from the same noise (checkpoints)."""
+    noises = []
+    for arm in arms:
+        ckpt = arm.dirs.get(seed, Path("/nonexistent")) / "checkpoints" / "last.ckpt"
+        if seed in arm.runs and ckpt.is_file():
+            noises.append(torch.load(ckpt, map_location="cpu", weights_only=True)["fixed_noise"])
+    if len(noises) < 2:
+        return None
+    return all(n.shape == noises[0].shape and torch.equal(n, noises[0]) for n in noises)
+
+
+def plot_fid_vs_time(arms: list[ArmResult], floor: float | None, title: str, path: Path) -> bool:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not any(curve for arm in arms for curve in arm.curves.values()):
+        return False
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    for index, arm in enumerate(arms):
+        color = f"C{index}"
+        for n, (_, curve) in enumerate(sorted(arm.curves.items())):
+            if not curve:
+                continue
+            t, fid = zip(*curve, strict=True)
+            ax.plot(t, fid, "o-", color=color, alpha=0.85, label=arm.label if n == 0 else None)
+    if floor is not None:
+        ax.axhline(floor, color="grey", linestyle="--", label="real data (floor)")
+    ax.set_yscale("log")
+    ax.set_xlabel("training time (s), evaluation excluded")
+    ax.set_ylabel("FID (log scale)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return True
+
+
+# ---------------------------------------------------------------------------------------------
+def build_report(out: Path) -> dict[str, Path]:
+    """Write the report files in ``out``; return their paths by kind."""
+    out = Path(out)
+    arms, state = collect(out)
+    if not any(arm.runs for arm in arms):
+        raise GentrainError(f"no finished run under {out}: nothing to report")
+    seeds = sorted({seed for arm in arms for seed in arm.runs})
+    header, rows = table_rows(arms)
+    any_run = next(m for arm in arms for m in arm.runs.values())
+    floor = any_run.get("val/fid_floor")
+    config_line = _describe(arms, state)
+
+    files: dict[str, Path] = {}
+    grids: list[tuple[str, Path]] = []
+    for seed in seeds:
+        for kind in ("samples", "reconstructions"):
+            panels = [
+                (arm.label, arm.dirs[seed] / "images" / f"{kind}.png")
+                for arm in arms
+                if seed in arm.runs
+            ]
+            path = out / f"{kind}_seed_{seed}.png"
+            if side_by_side(panels, path):
+                grids.append((f"{kind}, seed {seed}", path))
+    plot = out / "fid_vs_time.png"
+    title = f"FID against training time: {_dataset_name(arms)}, {' '.join(state['budget'])}"
+    has_plot = plot_fid_vs_time(arms, floor, title, plot)
+
+    notes = [
+        "Mean ± sample standard deviation over the seeds; each run's numbers are in its "
+        "`metrics.json`, its learning curve in `history.jsonl`.",
+        "FID/KID/IS/precision/recall use the features of gentrain's dataset classifier "
+        "(`eval.features`); compare them within this report, not with Inception-based "
+        "figures from papers. The floor is the same metric between two sets of real images.",
+        "NLL is the importance-weighted bound (VAE only); −ELBO where the model defines one.",
+    ]
+    for arm in arms:
+        if arm.source:
+            source = next(a.label for a in arms if a.name == arm.source)
+            notes.append(
+                f"{arm.label} starts from the final {source} of the same seed; its times "
+                f"include that {source}'s training, and its curve starts where the {source} ended."
+            )
+    for seed in seeds:
+        same = same_noise(arms, seed)
+        if same is not None:
+            notes.append(
+                f"Seed {seed}: the sample grids come from "
+                + (
+                    "the same noise in every arm."
+                    if same
+                    else "different noise (latent sizes differ)."
+                )
+            )
+
+    md = [f"# gentrain comparison\n\n{config_line}\n", markdown_table(header, rows), ""]
+    md += [f"- {n}" for n in notes]
+    md.append("\n## Samples and reconstructions\n")
+    md += [f"**{title}**\n\n![{title}]({path.name})\n" for title, path in grids]
+    if has_plot:
+        md.append("## FID against training time\n\n![FID against training time](fid_vs_time.png)\n")
+    md.append("## Reproduce\n")
+    for arm in arms:
+        for seed in sorted(arm.commands):
+            status = arm.status.get(seed, "?")
+            md.append(f"- {arm.label}, seed {seed} ({status}):\n  `{arm.commands[seed]}`")
+    if state.get("argv") is not None:
+        md.append(
+            f"\nOr all at once: `{shlex.join(['gentrain-compare', *state['argv']])}` (in an "
+            "existing directory, finished runs are kept and the others resume)."
+        )
+    markdown = "\n".join(md) + "\n"
+    files["markdown"] = out / "report.md"
+    atomic_write_bytes(files["markdown"], markdown.encode())
+
+    files["html"] = out / "report.html"
+    atomic_write_bytes(
+        files["html"], _html(config_line, header, rows, notes, grids, has_plot, arms).encode()
+    )
+
+    summary = {
+        "description": config_line,
+        "seeds": seeds,
+        "table": {"header": header, "rows": rows},
+        "arms": {
+            arm.name: {
+                "label": arm.label,
+                "source": arm.source,
+                "runs": {str(s): m for s, m in arm.runs.items()},
+                "fid_curve": {str(s): c for s, c in arm.curves.items()},
+                "commands": {str(s): c for s, c in arm.commands.items()},
+                "status": {str(s): c for s, c in arm.status.items()},
+            }
+            for arm in arms
+        },
+    }
+    files["summary"] = out / "summary.json"
+    atomic_write_bytes(files["summary"], (json.dumps(summary, indent=2) + "\n").encode())
+    _tensorboard(out / "tb", markdown_table(header, rows), grids, plot if has_plot else None)
+    return files
+
+
+def _dataset_name(arms: list[ArmResult]) -> str:
+    """The dataset of the runs, from a run's saved config."""
+    from omegaconf import OmegaConf
+
+    for arm in arms:
+        for run_dir in arm.dirs.values():
+            path = run_dir / ".hydra" / "config.yaml"
+            if path.is_file():
+                return str(OmegaConf.load(path).dataset.name)
+    return "?"
+
+
+def _describe(arms: list[ArmResult], state: dict[str, Any]) -> str:
+    budget = " ".join(state.get("budget", []))
+    extra = " ".join(state.get("overrides", []))
+    return (
+        f"dataset: {_dataset_name(arms)}; budget per run: `{budget}`; "
+        f"seeds: {', '.join(str(s) for s in state.get('seeds', []))}"
+        + (f"; overrides for every run: `{extra}`" if extra else "")
+    )
+
+
+def _html(
+    description: str,
+    header: list[str],
+    rows: list[list[str]],
+    notes: list[str],
+    grids: list[tuple[str, Path]],
+    has_plot: bool,
+    arms: list[ArmResult],
+) -> str:
+    esc = html.escape
+    head = "".join(f"<th>{esc(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in rows)
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'><title>gentrain comparison</title>",
+        "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
+        "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}"
+        "td:first-child,th:first-child{text-align:left}code{background:#f4f4f4}</style>",
+        f"</head><body><h1>gentrain comparison</h1><p>{esc(description)}</p>",
+        f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>",
+        "<ul>" + "".join(f"<li>{esc(n)}</li>" for n in notes) + "</ul>",
+        "<h2>Samples and reconstructions</h2>",
+    ]
+    parts += [f"<h3>{esc(t)}</h3><img src='{esc(p.name)}' alt='{esc(t)}'>" for t, p in grids]
+    if has_plot:
+        parts.append("<h2>FID against training time</h2><img src='fid_vs_time.png'>")
+    parts.append("<h2>Reproduce</h2><ul>")
+    for arm in arms:
+        for seed in sorted(arm.commands):
+            parts.append(
+                f"<li>{esc(arm.label)}, seed {seed}: <code>{esc(arm.commands[seed])}</code></li>"
+            )
+    parts.append("</ul></body></html>\n")
+    return "\n".join(parts)
+
+
+def _tensorboard(
+    log_dir: Path, table: str, grids: list[tuple[str, Path]], plot: Path | None
+) -> None:
+    """The report in TensorBoard, beside the runs (``tensorboard --logdir <compare dir>``)."""
+    import numpy as np
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(str(log_dir))
+    try:
+        writer.add_text("comparison/table", table, 0)
+        for title, path in [*grids, *([("FID vs training time", plot)] if plot else [])]:
+            image = np.asarray(Image.open(path).convert("RGB"))
+            writer.add_image(f"comparison/{title}", image, 0, dataformats="HWC")
+    finally:
+        writer.close()

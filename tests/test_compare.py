@@ -1,0 +1,183 @@
+"""gentrain-compare: planning, up-front checks, the report's numbers, and a tiny real run."""
+
+from __future__ import annotations
+
+import json
+import statistics
+
+import pytest
+from PIL import Image
+
+from gentrain.compare import check_runs, load_arms, main, plan_runs
+from gentrain.errors import ConfigError
+from gentrain.report import build_report
+
+
+def write_spec(path, arms):
+    import yaml
+
+    path.write_text(yaml.safe_dump({"arms": arms}, sort_keys=False))
+    return path
+
+
+def test_arms_subset_brings_its_source_and_bad_names_list_the_valid_ones(tmp_path):
+    from gentrain.compare import spec_path
+
+    arms = load_arms(spec_path(), ["vae_to_vaegan"])
+    assert [a.name for a in arms] == ["vae", "vae_to_vaegan"]
+    with pytest.raises(ConfigError, match="unknown arm.*vea.*has: vae, gan, vaegan, vae_to_vaegan"):
+        load_arms(spec_path(), ["vea"])
+    late = write_spec(
+        tmp_path / "late.yaml",
+        {
+            "b": {"overrides": ["model=vaegan"], "init_from": "a"},
+            "a": {"overrides": ["model=vae"]},
+        },
+    )
+    with pytest.raises(ConfigError, match="'b' starts from 'a', which must be an arm listed"):
+        load_arms(late, None)
+
+
+def test_the_commands_differ_only_in_arm_seed_and_directory(tmp_path):
+    from gentrain.compare import spec_path
+
+    runs = plan_runs(load_arms(spec_path(), None), [0, 1], ["trainer.max_epochs=3"], tmp_path)
+    assert [r.key for r in runs[:4]] == ["vae/seed_0", "gan/seed_0", "vaegan/seed_0",
+                                         "vae_to_vaegan/seed_0"]  # fmt: skip
+    vaegan, converted = runs[2], runs[3]
+    assert converted.overrides[:-2] == vaegan.overrides[:-2]  # same preset, budget, seed
+    args = converted.command(source=runs[0], resume=False)
+    assert args[-1] == f"init_from={runs[0].run_dir}"
+    resumed = converted.command(source=runs[0], resume=True)
+    assert not any(a.startswith("init_from=") for a in resumed)  # resume wins: full state
+    assert all("trainer.max_epochs=3" in r.overrides and f"seed={r.seed}" in r.overrides
+               for r in runs)  # fmt: skip
+
+
+def test_a_warm_start_that_cannot_fit_fails_before_any_training(tmp_path, data_dir):
+    spec = write_spec(
+        tmp_path / "spec.yaml",
+        {
+            "vae": {"overrides": ["model=vae", "model.latent_dim=8", "model.encoder_norm=batch"]},
+            "vaegan": {"overrides": ["model=vaegan"], "init_from": "vae"},
+        },
+    )
+    common = [f"paths.data_dir={data_dir}", "dataset.download=false", "dataset.limit=64"]
+    runs = plan_runs(load_arms(spec, None), [0], common, tmp_path / "out")
+    with pytest.raises(ConfigError) as info:
+        check_runs(runs)
+    message = str(info.value)
+    assert "init_from=<arm vae>: the VAE's weights do not fit this VAEGAN" in message
+    assert "checkpoint encoder." in message and "checkpoint decoder." in message
+    assert not (tmp_path / "out").exists()  # nothing ran, nothing written
+
+    with pytest.raises(ConfigError, match="arm vae: unknown config key 'model.nonexistent'"):
+        check_runs(plan_runs(load_arms(spec, None), [0], [*common, "+model.nonexistent=1"],
+                             tmp_path / "out"))  # fmt: skip
+
+
+def test_compare_refuses_what_it_sets_itself(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["seed=3"])
+    assert info.value.code == 2
+    assert "sets this itself" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------------------------------------
+def fake_run(run_dir, metrics, curve):
+    (run_dir / "images").mkdir(parents=True)
+    (run_dir / "metrics.json").write_text(json.dumps(metrics))
+    (run_dir / "history.jsonl").write_text(
+        "".join(json.dumps({"step": i, "train_seconds": t, "val/fid": f}) + "\n"
+                for i, (t, f) in enumerate(curve))  # fmt: skip
+    )
+    Image.new("RGB", (62, 62), "white").save(run_dir / "images" / "samples.png")
+
+
+def test_report_numbers_are_the_runs_metrics(tmp_path):
+    out = tmp_path / "cmp"
+    arms = [
+        {"name": "vae", "label": "VAE", "init_from": None},
+        {"name": "conv", "label": "VAE→VAE-GAN", "init_from": "vae"},
+    ]
+    runs, values = {}, {}
+    for arm, base in (("vae", 100.0), ("conv", 50.0)):
+        for seed in (0, 1):
+            run_dir = out / "runs" / arm / f"seed_{seed}"
+            metrics = {
+                "val/fid": base + 10 * seed,
+                "val/kid": 2.0 + seed,
+                "val/fid_floor": 4.5,
+                "val/kid_floor": 0.25,
+                "train/seconds": 60.0 + seed,
+                "time/wall_seconds": 90.0,
+                "model/parameters": 1234.0,
+            }
+            if arm == "vae":
+                metrics["val/elbo"] = -(120.0 + seed)
+            fake_run(run_dir, metrics, [(30.0, base * 2), (60.0 + seed, base + 10 * seed)])
+            values[(arm, seed)] = metrics
+            runs[f"{arm}/seed_{seed}"] = {
+                "arm": arm, "label": arm, "seed": seed, "dir": str(run_dir), "status": "done",
+                "command": f"gentrain model={arm} seed={seed}",
+            }  # fmt: skip
+    out.mkdir(exist_ok=True)
+    state = {"arms": arms, "seeds": [0, 1], "budget": ["trainer.max_epochs=3"], "runs": runs}
+    (out / "compare.json").write_text(json.dumps(state))
+
+    build_report(out)
+    summary = json.loads((out / "summary.json").read_text())
+    header, rows = summary["table"]["header"], summary["table"]["rows"]
+    col = {name: i for i, name in enumerate(header)}
+    vae, conv, floor = rows
+    fids = [values[("vae", s)]["val/fid"] for s in (0, 1)]
+    assert vae[col["FID ↓"]] == f"{statistics.fmean(fids):.1f} ± {statistics.stdev(fids):.1f}"
+    assert vae[col["−ELBO (nats) ↓"]] == "120.5 ± 0.7"
+    assert conv[col["−ELBO (nats) ↓"]] == "—"  # not defined for that model
+    # The converted arm's cost includes the VAE it started from: (60+60, 61+61) seconds.
+    assert conv[col["train time (s)"]] == "121.0 ± 1.4"
+    assert conv[col["wall time (s)"]] == "180.0 ± 0.0"
+    assert floor[col["FID ↓"]] == "4.5" and floor[col["KID ↓"]] == "0.2"
+    assert summary["arms"]["conv"]["fid_curve"]["1"] == [[91.0, 100.0], [122.0, 60.0]]
+
+    markdown = (out / "report.md").read_text()
+    assert all("| " + " | ".join(row) + " |" in markdown for row in rows)
+    assert "gentrain model=conv seed=1" in markdown
+    html = (out / "report.html").read_text()
+    assert "55.0 ± 7.1" in html and "fid_vs_time.png" in html
+    for name in ("fid_vs_time.png", "samples_seed_0.png", "samples_seed_1.png"):
+        assert Image.open(out / name).width > 100
+    assert not (out / "reconstructions_seed_0.png").exists()  # no arm had reconstructions
+    assert list((out / "tb").glob("events.out.tfevents.*"))
+
+
+def test_tiny_comparison_end_to_end(tmp_path, data_dir, cache_dir, monkeypatch, capsys):
+    monkeypatch.setenv("GENTRAIN_DATA_DIR", str(data_dir))
+    out = tmp_path / "cmp"
+    args = ["--out", str(out), "--seeds", "0", "--arms", "vae_to_vaegan", "debug=fast",
+            "model.width=8", f"paths.cache_dir={cache_dir}", "dataset.download=false"]  # fmt: skip
+    main(args)
+    state = json.loads((out / "compare.json").read_text())
+    assert {k: r["status"] for k, r in state["runs"].items()} == {
+        "vae/seed_0": "done",
+        "vae_to_vaegan/seed_0": "done",
+    }
+    vae_dir, conv_dir = out / "runs" / "vae" / "seed_0", out / "runs" / "vae_to_vaegan" / "seed_0"
+    log = (conv_dir / "train.log").read_text()
+    assert f"warm start from {vae_dir / 'checkpoints' / 'last.ckpt'} (a VAE at step 4)" in log
+    assert "Fresh: discriminator" in log
+
+    summary = json.loads((out / "summary.json").read_text())
+    vae_metrics = json.loads((vae_dir / "metrics.json").read_text())
+    assert summary["arms"]["vae"]["runs"]["0"]["val/fid"] == vae_metrics["val/fid"]
+    row = summary["table"]["rows"][0]
+    assert row[summary["table"]["header"].index("FID ↓")] == f"{vae_metrics['val/fid']:.1f}"
+    assert "the same noise in every arm" in (out / "report.md").read_text()
+    assert (out / "reconstructions_seed_0.png").is_file()
+
+    # Again: finished runs are kept, not retrained.
+    stamp = (vae_dir / "metrics.json").stat().st_mtime_ns
+    capsys.readouterr()
+    main(args)
+    assert "done, kept" in capsys.readouterr().out
+    assert (vae_dir / "metrics.json").stat().st_mtime_ns == stamp
