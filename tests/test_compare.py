@@ -42,16 +42,21 @@ def test_the_commands_differ_only_in_arm_seed_and_directory(tmp_path):
     from gentrain.compare import spec_path
 
     runs = plan_runs(load_arms(spec_path(), None), [0, 1], ["trainer.max_epochs=3"], tmp_path)
-    assert [r.key for r in runs[:4]] == ["vae/seed_0", "gan/seed_0", "vaegan/seed_0",
-                                         "vae_to_vaegan/seed_0"]  # fmt: skip
+    assert [r.key for r in runs[:4]] == [
+        "vae/seed_0",
+        "gan/seed_0",
+        "vaegan/seed_0",
+        "vae_to_vaegan/seed_0",
+    ]
     vaegan, converted = runs[2], runs[3]
     assert converted.overrides[:-2] == vaegan.overrides[:-2]  # same preset, budget, seed
     args = converted.command(source=runs[0], resume=False)
     assert args[-1] == f"init_from={runs[0].run_dir}"
     resumed = converted.command(source=runs[0], resume=True)
     assert not any(a.startswith("init_from=") for a in resumed)  # resume wins: full state
-    assert all("trainer.max_epochs=3" in r.overrides and f"seed={r.seed}" in r.overrides
-               for r in runs)  # fmt: skip
+    assert all(
+        "trainer.max_epochs=3" in r.overrides and f"seed={r.seed}" in r.overrides for r in runs
+    )
 
 
 def test_a_warm_start_that_cannot_fit_fails_before_any_training(tmp_path, data_dir):
@@ -72,8 +77,11 @@ def test_a_warm_start_that_cannot_fit_fails_before_any_training(tmp_path, data_d
     assert not (tmp_path / "out").exists()  # nothing ran, nothing written
 
     with pytest.raises(ConfigError, match="arm vae: unknown config key 'model.nonexistent'"):
-        check_runs(plan_runs(load_arms(spec, None), [0], [*common, "+model.nonexistent=1"],
-                             tmp_path / "out"))  # fmt: skip
+        check_runs(
+            plan_runs(
+                load_arms(spec, None), [0], [*common, "+model.nonexistent=1"], tmp_path / "out"
+            )
+        )
 
 
 def test_compare_refuses_what_it_sets_itself(capsys):
@@ -88,8 +96,10 @@ def fake_run(run_dir, metrics, curve):
     (run_dir / "images").mkdir(parents=True)
     (run_dir / "metrics.json").write_text(json.dumps(metrics))
     (run_dir / "history.jsonl").write_text(
-        "".join(json.dumps({"step": i, "train_seconds": t, "val/fid": f}) + "\n"
-                for i, (t, f) in enumerate(curve))  # fmt: skip
+        "".join(
+            json.dumps({"step": i, "train_seconds": t, "val/fid": f}) + "\n"
+            for i, (t, f) in enumerate(curve)
+        )
     )
     Image.new("RGB", (62, 62), "white").save(run_dir / "images" / "samples.png")
 
@@ -118,9 +128,13 @@ def test_report_numbers_are_the_runs_metrics(tmp_path):
             fake_run(run_dir, metrics, [(30.0, base * 2), (60.0 + seed, base + 10 * seed)])
             values[(arm, seed)] = metrics
             runs[f"{arm}/seed_{seed}"] = {
-                "arm": arm, "label": arm, "seed": seed, "dir": str(run_dir), "status": "done",
+                "arm": arm,
+                "label": arm,
+                "seed": seed,
+                "dir": str(run_dir),
+                "status": "done",
                 "command": f"gentrain model={arm} seed={seed}",
-            }  # fmt: skip
+            }
     out.mkdir(exist_ok=True)
     state = {"arms": arms, "seeds": [0, 1], "budget": ["trainer.max_epochs=3"], "runs": runs}
     (out / "compare.json").write_text(json.dumps(state))
@@ -154,8 +168,18 @@ def test_report_numbers_are_the_runs_metrics(tmp_path):
 def test_tiny_comparison_end_to_end(tmp_path, data_dir, cache_dir, monkeypatch, capsys):
     monkeypatch.setenv("GENTRAIN_DATA_DIR", str(data_dir))
     out = tmp_path / "cmp"
-    args = ["--out", str(out), "--seeds", "0", "--arms", "vae_to_vaegan", "debug=fast",
-            "model.width=8", f"paths.cache_dir={cache_dir}", "dataset.download=false"]  # fmt: skip
+    args = [
+        "--out",
+        str(out),
+        "--seeds",
+        "0",
+        "--arms",
+        "vae_to_vaegan",
+        "debug=fast",
+        "model.width=8",
+        f"paths.cache_dir={cache_dir}",
+        "dataset.download=false",
+    ]
     main(args)
     state = json.loads((out / "compare.json").read_text())
     assert {k: r["status"] for k, r in state["runs"].items()} == {
