@@ -12,28 +12,20 @@ from gentrain.train import train
 from gentrain.warm_start import warm_start
 
 
-@pytest.fixture(scope="module")
-def vae_run(tmp_path_factory, data_dir, cache_dir):
+def tiny_run(out, data_dir, cache_dir, *overrides):
+    """A few steps of a width-8 model, no evaluation: a checkpoint to start from."""
     from conftest import compose_config
 
-    out = tmp_path_factory.mktemp("vae")
-    train(
-        compose_config(
-            [
-                "debug=fast",
-                "device=cpu",
-                "logger=none",
-                "eval.enabled=false",
-                "model.width=8",
-                "model.latent_dim=4",
-                "model.encoder_norm=batch",
-                f"paths.data_dir={data_dir}",
-                f"paths.cache_dir={cache_dir}",
-                f"paths.output_dir={out}",
-            ]
-        )
-    )
+    common = ["debug=fast", "device=cpu", "logger=none", "eval.enabled=false", "model.width=8"]
+    paths = [f"paths.data_dir={data_dir}", f"paths.cache_dir={cache_dir}"]
+    train(compose_config([*common, *paths, f"paths.output_dir={out}", *overrides]))
     return out
+
+
+@pytest.fixture(scope="module")
+def vae_run(tmp_path_factory, data_dir, cache_dir):
+    out = tmp_path_factory.mktemp("vae")
+    return tiny_run(out, data_dir, cache_dir, "model.latent_dim=4", "model.encoder_norm=batch")
 
 
 def _vae_weights(run):
@@ -78,26 +70,9 @@ def test_mismatched_shapes_are_listed_before_anything_changes(vae_run):
 
 
 def test_incompatible_source_lists_what_is_supported(tmp_path, data_dir, cache_dir):
-    from conftest import compose_config
-
     from gentrain.models.vae import VAE, VAEConfig
 
-    out = tmp_path / "gan"
-    train(
-        compose_config(
-            [
-                "debug=fast",
-                "device=cpu",
-                "logger=none",
-                "eval.enabled=false",
-                "model=gan",
-                "model.width=8",
-                f"paths.data_dir={data_dir}",
-                f"paths.cache_dir={cache_dir}",
-                f"paths.output_dir={out}",
-            ]
-        )
-    )
+    out = tiny_run(tmp_path / "gan", data_dir, cache_dir, "model=gan")
     with pytest.raises(
         ConfigError, match="a VAE cannot start from a GAN; it can start from: VAE, VAEGAN"
     ):

@@ -1,6 +1,13 @@
 """Errors a user can fix: the CLI prints their message alone, without a traceback."""
 
 
+def bulleted(items: list[str], limit: int) -> str:
+    """``items`` one per indented line, at most ``limit`` of them and a count of the rest."""
+    shown = "\n  ".join(items[:limit])
+    more = f"\n  ... and {len(items) - limit} more" if len(items) > limit else ""
+    return f"  {shown}{more}"
+
+
 class GentrainError(Exception):
     """Base class for errors caused by input (configs, data, checkpoints), not by bugs."""
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from gentrain.checkpoint import load_checkpoint
-from gentrain.errors import ConfigError
+from gentrain.errors import ConfigError, bulleted
 from gentrain.models import GenerativeModel
 from gentrain.restore import checkpoint_path
 
@@ -94,11 +94,9 @@ def plan_warm_start(
         mismatched += [f"{k}: not in the checkpoint" for k in missing]
         loaded_prefixes.append(f"{source_prefix}* -> {target_prefix}* ({matched} tensors)")
     if mismatched:
-        shown = "\n  ".join(mismatched[:12])
-        more = f"\n  ... and {len(mismatched) - 12} more" if len(mismatched) > 12 else ""
         raise ConfigError(
             f"init_from={source_name}: the {source_class}'s weights do not fit this {target_class} "
-            f"({len(mismatched)} tensor(s)):\n  {shown}{more}\nFix: use the same "
+            f"({len(mismatched)} tensor(s)):\n{bulleted(mismatched, 12)}\nFix: use the same "
             "image size, model.latent_dim and model.width (and norms) as the source run "
             "(see .hydra/config.yaml in its run directory)"
         )

@@ -15,7 +15,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from gentrain.data.base import DatasetConfig, ImageData
-from gentrain.errors import ConfigError, DataNotFoundError
+from gentrain.errors import ConfigError, DataNotFoundError, bulleted
 from gentrain.registry import DATASETS
 
 IGNORED_SUFFIXES = {".txt", ".md", ".json", ".csv", ".yaml", ".yml", ".db", ".ini"}
@@ -75,11 +75,9 @@ def load_image_folder(cfg: DatasetConfig) -> ImageData:
         except (UnidentifiedImageError, OSError, ValueError) as exc:
             unreadable.append(f"{path} ({type(exc).__name__})")
     if unreadable:
-        shown = "\n  ".join(unreadable[:20])
-        more = f"\n  ... and {len(unreadable) - 20} more" if len(unreadable) > 20 else ""
         raise DataNotFoundError(
             f"{len(unreadable)} file(s) under {folder.resolve()} are not readable images:\n"
-            f"  {shown}{more}\nFix: remove or convert them."
+            f"{bulleted(unreadable, 20)}\nFix: remove or convert them."
         )
     data = torch.from_numpy(np.stack(images))
     # A seeded split, independent of the training seed, so validation never changes.
