@@ -205,3 +205,16 @@ def test_tiny_comparison_end_to_end(tmp_path, data_dir, cache_dir, monkeypatch, 
     main(args)
     assert "done, kept" in capsys.readouterr().out
     assert (vae_dir / "metrics.json").stat().st_mtime_ns == stamp
+
+
+def test_every_arm_takes_the_command_line_dataset_and_shares_one_latent_size(tmp_path):
+    from conftest import compose_config
+
+    from gentrain.compare import spec_path
+
+    runs = plan_runs(load_arms(spec_path(), None), [0], ["dataset=fashion_mnist"], tmp_path)
+    for run in runs:
+        overrides = [o for o in run.overrides if not o.startswith("hydra.")]
+        cfg = compose_config([*overrides, f"paths.output_dir={run.run_dir}"])
+        assert cfg.dataset.name == "fashion_mnist", run.key
+        assert cfg.model.latent_dim == 16, run.key  # the grids' shared noise needs this
