@@ -27,6 +27,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from gentrain.checkpoint import atomic_write_bytes
+from gentrain.config import RunConfig
 from gentrain.console import console
 from gentrain.errors import ConfigError, GentrainError
 
@@ -127,7 +128,7 @@ def plan_runs(arms: list[Arm], seeds: list[int], overrides: list[str], out: Path
     return runs
 
 
-def check_runs(runs: list[Run]) -> None:
+def check_runs(runs: list[Run]) -> RunConfig:
     """Compose and validate every run's config, and check each warm start's shapes, before
     anything trains: a typo or a mismatched arm fails in seconds, not after an hour."""
     import torch
@@ -161,10 +162,11 @@ def check_runs(runs: list[Run]) -> None:
             f"({latents}); their sample grids cannot come from the same noise",
             highlight=False,
         )
+    first = next(iter(configs.values()))
     warm = [r for r in runs if r.arm.init_from and r.arm.name in configs]
     if not warm:
-        return
-    data = build_dataset(next(iter(configs.values())).dataset)
+        return first
+    data = build_dataset(first.dataset)
     for run in warm:
         source_name = run.arm.init_from
         source = build_model(configs[source_name].model, data.image_shape)
@@ -173,6 +175,24 @@ def check_runs(runs: list[Run]) -> None:
             plan_warm_start(
                 target, type(source).__name__, source.state_dict(), f"<arm {source_name}>"
             )
+    return first
+
+
+def prepare_features(cfg: RunConfig) -> None:
+    """Train (or load) the evaluation's feature classifier now, once, so that no run's wall
+    time includes it."""
+    if not cfg.eval.enabled or cfg.eval.features != "classifier":
+        return
+    from gentrain.data import build_dataset
+    from gentrain.evaluation.classifier import load_or_train_classifier
+    from gentrain.train import resolve_device
+
+    load_or_train_classifier(
+        build_dataset(cfg.dataset),
+        Path(cfg.paths.cache_dir),
+        resolve_device(cfg.device),
+        cfg.eval.min_accuracy,
+    )
 
 
 class CompareState:
@@ -293,7 +313,7 @@ def main(argv: list[str] | None = None) -> None:
                 raise ConfigError(f"{override}: gentrain-compare sets this itself (see --seeds)")
         overrides = [*budget_overrides(args.epochs, args.seconds), *args.overrides]
         runs = plan_runs(arms, args.seeds, overrides, out)
-        check_runs(runs)
+        first = check_runs(runs)
         state = CompareState(out)
         state.data.update(
             arms=[{"name": a.name, "label": a.label, "init_from": a.init_from} for a in arms],
@@ -312,6 +332,7 @@ def main(argv: list[str] | None = None) -> None:
                 console.print(display([*run.overrides, *extra]), highlight=False, soft_wrap=True)
             return
         state.save()
+        prepare_features(first)
         console.print(f"comparing {', '.join(a.label for a in arms)} in {out}", highlight=False)
         try:
             problems = execute(runs, state)
