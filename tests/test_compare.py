@@ -206,6 +206,18 @@ def test_tiny_comparison_end_to_end(tmp_path, data_dir, cache_dir, monkeypatch, 
     assert "done, kept" in capsys.readouterr().out
     assert (vae_dir / "metrics.json").stat().st_mtime_ns == stamp
 
+    # The report is a function of the run directories: rebuilt, it is the same.
+    report = (out / "report.md").read_text()
+    (out / "report.md").unlink()
+    main(["--report-only", "--out", str(out)])
+    assert (out / "report.md").read_text() == report
+
+    # Other settings in the same directory would mix incomparable runs: refused.
+    with pytest.raises(SystemExit) as info:
+        main([*args, "optimizer.lr=1e-2"])
+    assert info.value.code == 2
+    assert "not comparable" in capsys.readouterr().out
+
 
 def test_every_arm_takes_the_command_line_dataset_and_shares_one_latent_size(tmp_path):
     from conftest import compose_config

@@ -143,8 +143,8 @@ def check_runs(runs: list[Run]) -> RunConfig:
     configs = {}
     with initialize_config_dir(version_base="1.3", config_dir=str(config_dir())):
         for run in runs:
-            if run.key.split("/")[1] != runs[0].key.split("/")[1]:
-                break  # the other seeds differ only in their seed
+            if run.seed != runs[0].seed:
+                break  # the other seeds' configs differ only in their seed
             overrides = [o for o in run.overrides if not o.startswith("hydra.")]
             overrides.append(f"paths.output_dir={run.run_dir}")  # Hydra's, outside an app
             try:
@@ -315,10 +315,18 @@ def main(argv: list[str] | None = None) -> None:
         runs = plan_runs(arms, args.seeds, overrides, out)
         first = check_runs(runs)
         state = CompareState(out)
+        budget = overrides[: len(overrides) - len(args.overrides)]
+        for key, now in (("budget", budget), ("overrides", args.overrides)):
+            if key in state.data and state.data[key] != now:
+                raise ConfigError(
+                    f"{out} holds runs made with {key} {state.data[key]}, not {now}: their "
+                    "numbers would not be comparable. Use another --out, or the same settings "
+                    "(more --seeds or --arms are fine)"
+                )
         state.data.update(
             arms=[{"name": a.name, "label": a.label, "init_from": a.init_from} for a in arms],
             seeds=args.seeds,
-            budget=overrides[: len(overrides) - len(args.overrides)],
+            budget=budget,
             overrides=args.overrides,
             argv=[
                 *(argv if argv is not None else sys.argv[1:]),
