@@ -216,7 +216,7 @@ def test_tiny_comparison_end_to_end(tmp_path, data_dir, cache_dir, monkeypatch, 
     with pytest.raises(SystemExit) as info:
         main([*args, "optimizer.lr=1e-2"])
     assert info.value.code == 2
-    assert "not comparable" in capsys.readouterr().out
+    assert "would not be comparable" in capsys.readouterr().out
 
 
 def test_every_arm_takes_the_command_line_dataset_and_shares_one_latent_size(tmp_path):

@@ -28,7 +28,7 @@ from omegaconf import OmegaConf
 
 from gentrain.checkpoint import atomic_write_bytes
 from gentrain.config import RunConfig
-from gentrain.console import console
+from gentrain.console import console, print_error, print_line
 from gentrain.errors import ConfigError, GentrainError
 
 STATE_FILE = "compare.json"  # the plan and each run's status: what a rerun continues from
@@ -305,7 +305,7 @@ def main(argv: list[str] | None = None) -> None:
             if not (out / STATE_FILE).is_file():
                 raise ConfigError(f"--report-only: no {STATE_FILE} in {out}; pass --out DIR")
             paths = build_report(out)
-            console.print(f"report: {paths['markdown']}")
+            print_line(f"report: {paths['markdown']}")
             return
         arms = load_arms(args.spec or spec_path(), args.arms)
         for override in args.overrides:
@@ -353,11 +353,9 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(130)
         paths = build_report(out)
     except GentrainError as exc:
-        console.print(f"[bold red]error:[/bold red] {exc}", highlight=False)
+        print_error(exc)
         sys.exit(2)
-    console.print(
-        f"report: {paths['markdown']} (and .html); TensorBoard: tensorboard --logdir {out}"
-    )
+    print_line(f"report: {paths['markdown']} (and .html); TensorBoard: tensorboard --logdir {out}")
     if problems:
         console.print(f"[bold red]{problems} run(s) failed or were skipped[/bold red]")
         sys.exit(1)

@@ -11,6 +11,7 @@ import time
 
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -27,6 +28,20 @@ from gentrain.dist import rank_zero_only
 
 log = logging.getLogger("gentrain")
 console = Console()
+
+
+def print_error(message: object, label: str = "error") -> None:
+    """A user error: one line per line of its text, never hard-wrapped (paths in it stay
+    copyable), and not read as rich markup (brackets in it are printed as they are)."""
+    console.print(
+        f"[bold red]{label}:[/bold red] {escape(str(message))}", highlight=False, soft_wrap=True
+    )
+
+
+def print_line(text: str) -> None:
+    """Plain text with paths in it: not wrapped, not highlighted."""
+    console.print(escape(text), highlight=False, soft_wrap=True)
+
 
 FIRST_SECTIONS = ("model", "dataset", "optimizer", "trainer", "device", "logger", "paths")
 

@@ -20,7 +20,7 @@ from rich.logging import RichHandler
 from rich.table import Table
 
 from gentrain.checkpoint import atomic_write_bytes
-from gentrain.console import console
+from gentrain.console import console, print_error, print_line
 from gentrain.errors import GentrainError
 from gentrain.evaluation import Evaluator
 from gentrain.restore import load_trained_run
@@ -74,7 +74,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, float]:
     output = args.output or run.run_dir / "eval.json"
     payload = {"checkpoint": str(run.path), "step": run.step, "metrics": metrics}
     atomic_write_bytes(output, (json.dumps(payload, indent=2) + "\n").encode())
-    console.print(f"written to {output}")
+    print_line(f"written to {output}")
     return metrics
 
 
@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         evaluate(parse_args(argv))
     except GentrainError as exc:
-        console.print(f"[bold red]error:[/bold red] {exc}", highlight=False)
+        print_error(exc)
         sys.exit(2)
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torchvision.utils import make_grid, save_image
 
-from gentrain.console import console
+from gentrain.console import print_error, print_line
 from gentrain.errors import GentrainError
 from gentrain.restore import TrainedRun, load_trained_run
 
@@ -96,12 +96,12 @@ def main(argv: list[str] | None = None) -> None:
         run = load_trained_run(args.checkpoint, args.device, args.data_dir)
         images, nrow, name = draw(run, args)
     except GentrainError as exc:
-        console.print(f"[bold red]error:[/bold red] {exc}", highlight=False)
+        print_error(exc)
         sys.exit(2)
     output = args.output or run.run_dir / "images" / f"{name}.png"
     output.parent.mkdir(parents=True, exist_ok=True)
     save_image(make_grid(images.clamp(0, 1).cpu(), nrow=nrow, padding=2, pad_value=0.5), output)
-    console.print(f"{len(images)} images from {run.path} (step {run.step}) -> {output}")
+    print_line(f"{len(images)} images from {run.path} (step {run.step}) -> {output}")
 
 
 if __name__ == "__main__":

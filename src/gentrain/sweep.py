@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from rich.table import Table
 
 from gentrain.checkpoint import atomic_write_bytes
-from gentrain.console import console
+from gentrain.console import console, print_line
 
 STATUS_FILE = "status.json"
 
@@ -171,4 +171,4 @@ class SweepSummary(Callback):
                 f"[bold red]{len(failed)} of {len(rows)} jobs failed:[/bold red] "
                 f"{', '.join(failed)} (errors in summary.csv)"
             )
-        console.print(f"summary: {sweep_dir / 'summary.csv'}")
+        print_line(f"summary: {sweep_dir / 'summary.csv'}")

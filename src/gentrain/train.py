@@ -19,10 +19,11 @@ from typing import Any
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
+from rich.markup import escape
 
 from gentrain.checkpoint import atomic_write_bytes
 from gentrain.config import DeviceConfig, RunConfig, validate_config
-from gentrain.console import console, print_config_tree, print_metrics_table
+from gentrain.console import console, print_config_tree, print_error, print_metrics_table
 from gentrain.data import build_dataset
 from gentrain.errors import ConfigError, GentrainError
 from gentrain.evaluation import Evaluator
@@ -213,17 +214,19 @@ def _run(cfg: DictConfig) -> float | None:
     try:
         metrics = train(cfg)
     except TrainingInterrupted as exc:
-        console.print(f"[bold yellow]{exc}[/bold yellow]", highlight=False)
+        console.print(
+            f"[bold yellow]{escape(str(exc))}[/bold yellow]", highlight=False, soft_wrap=True
+        )
         sys.exit(exc.exit_code)
     except Exception as exc:
         if not _in_multirun():
             if not isinstance(exc, GentrainError):
                 raise
-            console.print(f"[bold red]error:[/bold red] {exc}", highlight=False)
+            print_error(exc)
             sys.exit(2)
         if not isinstance(exc, GentrainError):
             log.exception("job failed")
-        console.print(f"[bold red]job failed:[/bold red] {exc}", highlight=False)
+        print_error(exc, label="job failed")
         status = {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}
         output_dir = Path(cfg.paths.output_dir)
         atomic_write_bytes(output_dir / "status.json", (json.dumps(status) + "\n").encode())
