@@ -10,7 +10,7 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from gentrain.errors import TrainingDivergedError
+from gentrain.errors import ConfigError, TrainingDivergedError
 from gentrain.models.vae import VAE
 from gentrain.train import TrainingInterrupted, train
 
@@ -111,13 +111,35 @@ def test_resume_from_the_middle_of_an_epoch(make_config, tmp_path):
     common = ["dataset.limit=128", "trainer.max_epochs=1"]
     straight, part = tmp_path / "straight", tmp_path / "part"
     train(make_config(*common, "trainer.max_steps=null", output_dir=straight))
-    train(make_config(*common, "trainer.max_steps=3", output_dir=part))
+    first = train(make_config(*common, "trainer.max_steps=3", output_dir=part))
+    with (part / "history.jsonl").open("a") as f:
+        f.write('{"step": 3, "val/fi')  # a write cut short (disk full, power): skipped
+    # A new run over a run's checkpoint would overwrite it: refused, with the way out.
+    with pytest.raises(ConfigError, match="already holds a run .*trainer.resume=auto"):
+        train(make_config(*common, "trainer.max_steps=null", output_dir=part))
     # resume=auto picks up the run directory's own checkpoint.
-    train(make_config(*common, "trainer.max_steps=null", "trainer.resume=auto", output_dir=part))
+    resumed = train(
+        make_config(*common, "trainer.max_steps=null", "trainer.resume=auto", output_dir=part)
+    )
     _assert_same(
         _weights(straight / "checkpoints" / "last.ckpt"),
         _weights(part / "checkpoints" / "last.ckpt"),
     )
+    # The resumed run's times and speed are the whole run's, not its last process's.
+    assert resumed["time/wall_seconds"] > first["time/wall_seconds"]
+    assert resumed["train/seconds"] > first["train/seconds"]
+    speed = resumed["step"] * 32 / resumed["train/seconds"]
+    assert resumed["train/images_per_sec"] == pytest.approx(speed)
+    history = [json.loads(line) for line in (part / "history.jsonl").open()]
+    assert [r["step"] for r in history] == [3, 4]
+
+
+def test_a_fresh_run_starts_a_fresh_learning_curve(make_config, tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "history.jsonl").write_text('{"step": 99, "val/fid": 1.0}\n')  # a killed run's
+    train(make_config("dataset.limit=128", output_dir=out))
+    assert [json.loads(line)["step"] for line in (out / "history.jsonl").open()] == [4]
 
 
 def test_time_budget_stops_mid_epoch_and_still_evaluates(make_config, tmp_path):

@@ -101,3 +101,13 @@ def test_train_with_init_from_runs_and_refuses_resume_too(vae_run, make_config, 
                 output_dir=tmp_path / "other",
             )
         )
+
+
+def test_a_warm_start_that_would_load_nothing_is_refused(vae_run):
+    from gentrain.warm_start import plan_warm_start
+
+    source = torch.load(vae_run / "checkpoints" / "last.ckpt", weights_only=True)["model"]
+    model = VAEGAN(VAEGANConfig(width=8, latent_dim=4), (1, 28, 28))
+    model.warm_start_sources = {"VAE": [("encoder.", "no_such_network.")]}
+    with pytest.raises(ConfigError, match="nothing would be loaded"):
+        plan_warm_start(model, "VAE", source, "<run>")

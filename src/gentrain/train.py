@@ -12,7 +12,6 @@ import logging
 import os
 import random
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +29,7 @@ from gentrain.evaluation import Evaluator
 from gentrain.models import build_model
 from gentrain.registry import LOGGERS
 from gentrain.restore import checkpoint_path
-from gentrain.trainer import Trainer
+from gentrain.trainer import Stopwatch, Trainer
 from gentrain.warm_start import warm_start
 
 log = logging.getLogger("gentrain")
@@ -132,11 +131,19 @@ def flat_hparams(cfg: DictConfig) -> dict[str, Any]:
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Validate ``cfg``, train, write ``metrics.json``; return the final metrics."""
-    started = time.perf_counter()
+    wall_clock = Stopwatch()
+    wall_clock.start()
     run: RunConfig = validate_config(cfg)
     output_dir = Path(run.paths.output_dir)
     device = resolve_device(run.device)
     resume_from = find_resume_checkpoint(run.trainer.resume, output_dir)
+    own_checkpoint = output_dir / "checkpoints" / "last.ckpt"
+    if resume_from is None and own_checkpoint.is_file():
+        raise ConfigError(
+            f"{output_dir} already holds a run ({own_checkpoint}); a new run there would "
+            "overwrite it. Continue it with trainer.resume=auto, or train into another "
+            "directory (leave hydra.run.dir at its default, or pick a new one)"
+        )
     init_from = run.extras.get("init_from")
     if init_from is not None:
         if resume_from is not None:
@@ -168,11 +175,12 @@ def train(cfg: DictConfig) -> dict[str, float]:
         evaluator=evaluator,
         eval_every_n_epochs=run.eval.every_n_epochs,
         config_yaml=OmegaConf.to_yaml(cfg, resolve=True),
+        wall_clock=wall_clock,
     )
     try:
         metrics = trainer.fit(model, data, run.optimizer, resume_from=resume_from)
-        # Everything this process spent: data, training, evaluation (not earlier, resumed runs).
-        metrics["time/wall_seconds"] = time.perf_counter() - started
+        # Everything the run spent: data, training, evaluation, earlier processes if resumed.
+        metrics["time/wall_seconds"] = wall_clock.seconds
         logger.log_hparams(flat_hparams(cfg), {k: v for k, v in metrics.items() if "/" in k})
     finally:
         logger.close()

@@ -35,6 +35,7 @@ from gentrain.console import TrainingProgress
 from gentrain.data import DeviceTensorLoader, ImageData
 from gentrain.dist import rank_zero_only
 from gentrain.errors import GentrainError, TrainingDivergedError
+from gentrain.history import append_record, read_history
 from gentrain.loggers import NullLogger
 from gentrain.models import GenerativeModel
 from gentrain.optim import OptimizerConfig, OptimizerFactory
@@ -94,6 +95,10 @@ class Stopwatch:
             self._banked += time.perf_counter() - self._started
             self._started = None
 
+    def credit(self, seconds: float) -> None:
+        """Add time spent elsewhere (the earlier processes of a resumed run)."""
+        self._banked += seconds
+
     @property
     def seconds(self) -> float:
         running = time.perf_counter() - self._started if self._started is not None else 0.0
@@ -113,6 +118,7 @@ class Trainer:
         evaluator: Callable[[GenerativeModel, bool], dict[str, float]] | None = None,
         eval_every_n_epochs: int = 1,
         config_yaml: str = "",
+        wall_clock: Stopwatch | None = None,
     ) -> None:
         self.cfg = cfg
         self.device = device
@@ -127,7 +133,11 @@ class Trainer:
         self.step = 0
         self.epoch = 0
         self.batch_in_epoch = 0
-        self.clock = Stopwatch()
+        self.clock = Stopwatch()  # training time: evaluation and start-up left out
+        # Wall time since the caller started its clock (data loading included), carried
+        # over on resume so a resumed run reports all it cost.
+        self.wall_clock = wall_clock or Stopwatch()
+        self.wall_clock.start()
         self.interrupted: str | None = None  # the signal's name if a signal stopped the run
         self._saved_step = -1
         self.grids: dict[str, torch.Tensor] = {}
@@ -163,6 +173,8 @@ class Trainer:
         self.fixed_images = data.val[: max(1, cfg.num_grid_images // 2)].to(self.device)
         if resume_from is not None:
             self._restore(model, resume_from)
+        else:
+            self.history_path.unlink(missing_ok=True)  # a fresh run starts a fresh curve
 
         log.info(
             "training %s on %s: %d steps (%d per epoch, batch %d) on %s, %s parameters",
@@ -178,8 +190,8 @@ class Trainer:
         sums: dict[str, torch.Tensor] = {}
         window_steps, window_start = 0, time.perf_counter()
         images_per_sec, shown = 0.0, {}
-        first_step, first_seconds = self.step, self.clock.seconds
-        out_of_time = False  # trainer.max_seconds spent
+        # trainer.max_seconds spent (already, for a run resumed after its budget)
+        out_of_time = cfg.max_seconds is not None and self.clock.seconds >= cfg.max_seconds
         stop = StopRequested()
         with stop.installed(), TrainingProgress(total_steps, cfg.progress) as progress:
             progress.update(self.step, str(self.epoch + 1), 0.0, {})
@@ -263,12 +275,10 @@ class Trainer:
                 self.step,
                 self.checkpoint_path,
             )
-        seconds = self.clock.seconds - first_seconds  # this process's share, if resumed
+        seconds = self.clock.seconds  # all of the run's training, resumed parts included
         metrics = {
             **metrics,
-            "train/images_per_sec": (self.step - first_step) * cfg.batch_size / seconds
-            if seconds > 0
-            else 0.0,
+            "train/images_per_sec": self.step * cfg.batch_size / seconds if seconds > 0 else 0.0,
             "train/seconds": self.clock.seconds,
             "model/parameters": float(
                 sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -335,9 +345,7 @@ class Trainer:
         the learning curves (FID against time) that reports are drawn from."""
         record = {"step": self.step, "epoch": self.epoch, "train_seconds": self.clock.seconds}
         record.update(metrics)
-        self.history_path.parent.mkdir(parents=True, exist_ok=True)
-        with self.history_path.open("a") as f:
-            f.write(json.dumps(record) + "\n")
+        append_record(self.history_path, record)
 
     @rank_zero_only
     def _restore_history(self, checkpoint: Path) -> None:
@@ -346,11 +354,10 @@ class Trainer:
         source = checkpoint.resolve().parent.parent / "history.jsonl"
         if self.history_path.is_file():
             source = self.history_path
-        if not source.is_file():
-            return
-        lines = [line for line in source.read_text().splitlines() if line.strip()]
-        kept = [line for line in lines if json.loads(line)["step"] <= self.step]
-        atomic_write_bytes(self.history_path, "".join(f"{line}\n" for line in kept).encode())
+        kept = [r for r in read_history(source) if r["step"] <= self.step]
+        if kept or self.history_path.is_file():
+            text = "".join(json.dumps(r) + "\n" for r in kept)
+            atomic_write_bytes(self.history_path, text.encode())
 
     @torch.no_grad()
     def _log_grids(self, model: GenerativeModel) -> None:
@@ -390,6 +397,7 @@ class Trainer:
                 "batch_in_epoch": self.batch_in_epoch,
                 "rng": rng_state(),
                 "train_seconds": self.clock.seconds,
+                "wall_seconds": self.wall_clock.seconds,
                 "fixed_noise": self.fixed_noise,
                 "trainer": asdict(self.cfg),
                 "config": self.config_yaml,
@@ -418,6 +426,7 @@ class Trainer:
         self.batch_in_epoch = int(state["batch_in_epoch"])
         self.fixed_noise = state["fixed_noise"].cpu()
         self.clock = Stopwatch(float(state.get("train_seconds", 0.0)))
+        self.wall_clock.credit(float(state.get("wall_seconds", 0.0)))
         set_rng_state(state["rng"])
         self._restore_history(path)
         log.info("resumed from %s at step %d (epoch %d)", path, self.step, self.epoch + 1)

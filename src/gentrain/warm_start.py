@@ -100,4 +100,9 @@ def plan_warm_start(
             "image size, model.latent_dim and model.width (and norms) as the source run "
             "(see .hydra/config.yaml in its run directory)"
         )
+    if not updates:
+        raise ConfigError(
+            f"init_from={source_name}: no tensor of the {source_class} maps onto this "
+            f"{target_class}'s networks, so nothing would be loaded; check the model config"
+        )
     return updates, loaded_prefixes
