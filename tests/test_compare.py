@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import statistics
 
 import pytest
@@ -131,7 +132,8 @@ def test_report_numbers_are_the_runs_metrics(tmp_path):
                 "arm": arm,
                 "label": arm,
                 "seed": seed,
-                "dir": str(run_dir),
+                # Relative to the comparison (it may move); absolute paths of old states work.
+                "dir": str(run_dir.relative_to(out)) if seed == 0 else str(run_dir),
                 "status": "done",
                 "command": f"gentrain model={arm} seed={seed}",
             }
@@ -153,6 +155,9 @@ def test_report_numbers_are_the_runs_metrics(tmp_path):
     assert conv[col["wall time (s)"]] == "180.0 ± 0.0"
     assert floor[col["FID ↓"]] == "4.5" and floor[col["KID ↓"]] == "0.2"
     assert summary["arms"]["conv"]["fid_curve"]["1"] == [[91.0, 100.0], [122.0, 60.0]]
+    # summary.json keeps each run's own numbers, and the cumulative cost beside them.
+    assert summary["arms"]["conv"]["runs"]["1"]["train/seconds"] == 61.0
+    assert summary["arms"]["conv"]["costs"]["1"]["train/seconds"] == 122.0
 
     markdown = (out / "report.md").read_text()
     assert all("| " + " | ".join(row) + " |" in markdown for row in rows)
@@ -163,6 +168,14 @@ def test_report_numbers_are_the_runs_metrics(tmp_path):
         assert Image.open(out / name).width > 100
     assert not (out / "reconstructions_seed_0.png").exists()  # no arm had reconstructions
     assert list((out / "tb").glob("events.out.tfevents.*"))
+
+    # Without its source's cost a converted run would look cheaper: it is left out, and said.
+    state["runs"]["vae/seed_1"]["status"] = "failed"
+    (out / "compare.json").write_text(json.dumps(state))
+    build_report(out)
+    summary = json.loads((out / "summary.json").read_text())
+    assert sorted(summary["arms"]["conv"]["runs"]) == ["0"]
+    assert "source run (vae) is not finished" in summary["arms"]["conv"]["status"]["1"]
 
 
 def test_tiny_comparison_end_to_end(tmp_path, data_dir, cache_dir, monkeypatch, capsys):
@@ -230,3 +243,99 @@ def test_every_arm_takes_the_command_line_dataset_and_shares_one_latent_size(tmp
         cfg = compose_config([*overrides, f"paths.output_dir={run.run_dir}"])
         assert cfg.dataset.name == "fashion_mnist", run.key
         assert cfg.model.latent_dim == 16, run.key  # the grids' shared noise needs this
+
+
+def test_a_cell_says_how_many_seeds_it_averages():
+    from gentrain.report import cell
+
+    assert cell([1.0, 3.0], 1) == "2.0 ± 1.4"
+    assert cell([1.0, float("nan"), 3.0], 1) == "2.0 ± 1.4 (n=2 of 3)"
+    assert cell([float("inf")], 1) == "not finite"
+    assert cell([None, None], 1) == "—"
+    assert cell([1234.0, 1236.0], 0) == "1,235 ± 1"
+
+
+def _arm(name, overrides, init_from=None):
+    from gentrain.compare import Arm
+
+    return Arm(name, name.upper(), overrides, init_from)
+
+
+def test_a_directory_grows_by_seeds_and_arms_but_keeps_its_definitions(tmp_path):
+    from gentrain.compare import CompareState
+
+    out = tmp_path / "cmp"
+    order = ["vae", "gan", "conv"]
+    state = CompareState(out)
+    state.merge_plan([_arm("gan", ["model=gan"])], order, [1], ["trainer.max_epochs=3"], [])
+    state.save()
+    state = CompareState(out)
+    state.merge_plan(
+        [_arm("vae", ["model=vae"]), _arm("conv", ["model=vaegan"], "vae")],
+        order,
+        [0],
+        ["trainer.max_epochs=3"],
+        [],
+    )
+    # A later call with a subset adds to the plan: the report keeps every arm and seed.
+    assert [a["name"] for a in state.data["arms"]] == ["vae", "gan", "conv"]
+    assert state.data["seeds"] == [0, 1]
+    with pytest.raises(ConfigError, match="arm 'gan' was .*model=gan.* now.*would not"):
+        state.merge_plan(
+            [_arm("gan", ["model=gan", "model.width=8"])], order, [0], ["trainer.max_epochs=3"], []
+        )
+    with pytest.raises(ConfigError, match="budget .*max_epochs=3.*would not be comparable"):
+        state.merge_plan([], order, [0], ["trainer.max_epochs=4"], [])
+
+
+def test_one_compare_at_a_time_in_a_directory(tmp_path):
+    import fcntl
+
+    from gentrain.compare import CompareState
+
+    out = tmp_path / "cmp"
+    out.mkdir()
+    with (out / ".lock").open("a+") as other:
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        other.write("pid 4242\n")
+        other.flush()
+        busy = pytest.raises(ConfigError, match="in use by another gentrain-compare \\(pid 4242\\)")
+        with busy, CompareState(out).locked():
+            pass
+        fcntl.flock(other, fcntl.LOCK_UN)
+    with CompareState(out).locked():  # free again
+        assert (out / ".lock").read_text() == f"pid {os.getpid()}\n"
+
+
+def test_a_signal_to_compare_reaches_the_training_child_once(tmp_path):
+    """SIGTERM to gentrain-compare must let the run save its checkpoint, not orphan it."""
+    import signal
+    import sys
+    import threading
+    import time
+
+    from gentrain.compare import run_child
+
+    marker = tmp_path / "signals"
+    child = (
+        "import signal, sys, time\n"
+        f"path = {str(marker)!r}\n"
+        "def stop(signum, frame):\n"
+        "    open(path, 'a').write(signal.Signals(signum).name + '\\n')\n"
+        "    sys.exit(143)\n"
+        "signal.signal(signal.SIGTERM, stop)\n"
+        f"open({str(tmp_path / 'ready')!r}, 'w').close()\n"
+        "time.sleep(30)\n"
+    )
+
+    def send_when_ready():
+        while not (tmp_path / "ready").exists():
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=send_when_ready, daemon=True).start()
+    started = time.perf_counter()
+    assert run_child([sys.executable, "-c", child]) == 143
+    assert time.perf_counter() - started < 20
+    assert marker.read_text() == "SIGTERM\n"
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # our handler is gone again

@@ -16,10 +16,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
+import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,12 +59,20 @@ class Run:
 
     def command(self, source: Run | None, resume: bool) -> list[str]:
         """The ``gentrain`` arguments of this run: fresh, warm-started, or resumed."""
-        args = list(self.overrides)
+        args = [*self.overrides, f"hydra.run.dir={self.run_dir}"]
         if resume:
             args.append(f"trainer.resume={self.run_dir / 'checkpoints' / 'last.ckpt'}")
         elif source is not None:
             args.append(f"init_from={source.run_dir}")
         return args
+
+    def reproduce(self, source: Run | None) -> str:
+        """The command that trains this run again from scratch, into a new directory (the
+        comparison's own is taken: gentrain refuses to start a new run over a checkpoint)."""
+        args = list(self.overrides)
+        if source is not None:
+            args.append(f"init_from={source.run_dir}")
+        return display(args)
 
 
 def spec_path() -> Path:
@@ -123,12 +135,12 @@ def plan_runs(arms: list[Arm], seeds: list[int], overrides: list[str], out: Path
     for seed in seeds:
         for arm in arms:
             run_dir = (out / "runs" / arm.name / f"seed_{seed}").resolve()
-            args = [*arm.overrides, *overrides, f"seed={seed}", f"hydra.run.dir={run_dir}"]
+            args = [*arm.overrides, *overrides, f"seed={seed}"]
             runs.append(Run(arm, seed, run_dir, args))
     return runs
 
 
-def check_runs(runs: list[Run]) -> RunConfig:
+def check_runs(runs: list[Run], time_budget: bool = False) -> RunConfig:
     """Compose and validate every run's config, and check each warm start's shapes, before
     anything trains: a typo or a mismatched arm fails in seconds, not after an hour."""
     import torch
@@ -155,6 +167,13 @@ def check_runs(runs: list[Run]) -> RunConfig:
                 configs[run.arm.name] = validate_config(cfg)
             except ConfigError as exc:
                 raise ConfigError(f"arm {run.arm.name}: {exc}") from None
+    cosine = [name for name, c in configs.items() if c.optimizer.scheduler == "cosine"]
+    if time_budget and cosine:
+        raise ConfigError(
+            f"arm(s) {', '.join(cosine)} use optimizer.scheduler=cosine, which decays over a "
+            "known number of steps; under --seconds that number is unknown and the rate would "
+            "not decay. Use --epochs, or add optimizer.scheduler=constant"
+        )
     latents = {name: c.model.latent_dim for name, c in configs.items()}
     if len(set(latents.values())) > 1:
         console.print(
@@ -196,13 +215,89 @@ def prepare_features(cfg: RunConfig) -> None:
 
 
 class CompareState:
-    """``compare.json``: the plan, each run's command and status, rewritten atomically."""
+    """``compare.json``: the plan, each run's command and status, rewritten atomically.
+
+    A directory accumulates one comparison: later calls may add seeds or arms, but not
+    change the budget, the overrides or an arm's definition (the numbers would not be
+    comparable), and only one ``gentrain-compare`` works in it at a time.
+    """
 
     def __init__(self, out: Path) -> None:
+        self.out = out
         self.path = out / STATE_FILE
         self.data: dict[str, Any] = {"runs": {}}
         if self.path.is_file():
             self.data = json.loads(self.path.read_text())
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold ``DIR/.lock`` while training: a second process would resume the first
+        one's runs and overwrite its state."""
+        try:
+            import fcntl
+        except ImportError:  # Windows: no advisory locks; one process at a time by hand
+            yield
+            return
+        self.out.mkdir(parents=True, exist_ok=True)
+        with (self.out / ".lock").open("a+") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                holder = handle.read().strip() or "another process"
+                raise ConfigError(
+                    f"{self.out} is in use by another gentrain-compare ({holder}); wait for "
+                    "it to finish, or use another --out"
+                ) from None
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"pid {os.getpid()}\n")
+            handle.flush()
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def merge_plan(
+        self,
+        arms: list[Arm],
+        order: list[str],
+        seeds: list[int],
+        budget: list[str],
+        overrides: list[str],
+    ) -> None:
+        """Add this call's arms and seeds to the directory's plan; refuse other settings."""
+        for key, now in (("budget", budget), ("overrides", overrides)):
+            if key in self.data and self.data[key] != now:
+                raise ConfigError(
+                    f"{self.out} holds runs made with {key} {self.data[key]}, not {now}: their "
+                    "numbers would not be comparable. Use another --out, or the same settings "
+                    "(more --seeds or --arms are fine)"
+                )
+        known = {a["name"]: a for a in self.data.get("arms", [])}
+        for arm in arms:
+            before = known.get(arm.name)
+            if before is None:
+                continue
+            if (
+                before.get("overrides", arm.overrides) != arm.overrides
+                or before.get("init_from") != arm.init_from
+            ):
+                raise ConfigError(
+                    f"arm {arm.name!r} was {before.get('overrides')} "
+                    f"(init_from {before.get('init_from')}) when {self.out} was made and is "
+                    f"{arm.overrides} (init_from {arm.init_from}) now: their numbers would not "
+                    "be comparable. Use another --out, or restore the arm's definition"
+                )
+        merged = {**known, **{a.name: _arm_record(a) for a in arms}}
+        rank = {name: i for i, name in enumerate(order)}
+        names = sorted(merged, key=lambda n: rank.get(n, len(rank)))
+        self.data.update(
+            arms=[merged[n] for n in names],
+            seeds=sorted(set(self.data.get("seeds", [])) | set(seeds)),
+            budget=budget,
+            overrides=overrides,
+        )
 
     def save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -212,21 +307,57 @@ class CompareState:
         return self.data["runs"].setdefault(key, {"status": "pending"})
 
 
+def _arm_record(arm: Arm) -> dict[str, Any]:
+    return {
+        "name": arm.name,
+        "label": arm.label,
+        "init_from": arm.init_from,
+        "overrides": arm.overrides,
+    }
+
+
 def display(args: list[str]) -> str:
     return "gentrain " + shlex.join(args)
+
+
+def run_child(command: list[str]) -> int:
+    """Run ``command`` and return its exit code; Ctrl-C or SIGTERM here reaches the child
+    once, and we wait while it saves its checkpoint (a second Ctrl-C stops it at once).
+
+    The child has its own session, so a terminal's Ctrl-C is not delivered to it twice
+    (which the trainer reads as "stop now").
+    """
+    child = subprocess.Popen(command, start_new_session=True)
+
+    def forward(signum: int, frame: Any) -> None:
+        child.send_signal(signum)
+
+    handled = (signal.SIGINT, signal.SIGTERM)
+    previous = {s: signal.signal(s, forward) for s in handled}
+    try:
+        return child.wait()
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 def execute(runs: list[Run], state: CompareState) -> int:
     """Run what is not done yet, in order; return how many runs failed or were skipped."""
     by_key = {r.key: r for r in runs}
     problems = 0
+    root = state.out.resolve()
     for index, run in enumerate(runs, start=1):
         record = state.run(run.key)
-        record.update(arm=run.arm.name, label=run.arm.label, seed=run.seed, dir=str(run.run_dir))
+        record.update(
+            arm=run.arm.name,
+            label=run.arm.label,
+            seed=run.seed,
+            dir=str(run.run_dir.relative_to(root)),  # relative: the directory may move
+        )
         source = by_key.get(f"{run.arm.init_from}/seed_{run.seed}") if run.arm.init_from else None
         record["source"] = source.key if source else None
-        # The command that reproduces this run from scratch (after its source's, if any).
-        record["command"] = display(run.command(source, resume=False))
+        if record["status"] != "done" or "command" not in record:
+            record["command"] = run.reproduce(source)
         if record["status"] == "done" and (run.run_dir / "metrics.json").is_file():
             console.print(f"[dim][{index}/{len(runs)}] {run.key}: done, kept[/dim]")
             continue
@@ -241,7 +372,7 @@ def execute(runs: list[Run], state: CompareState) -> int:
         console.print(display(args), highlight=False, soft_wrap=True)
         record.update(status="running", started=time.time())
         state.save()
-        code = subprocess.call([sys.executable, "-m", "gentrain", *args])
+        code = run_child([sys.executable, "-m", "gentrain", *args])
         if code == 0:
             record.update(status="done", returncode=0, error=None)
         else:
@@ -295,6 +426,18 @@ def budget_overrides(epochs: int, seconds: float | None) -> list[str]:
     return ["trainer.max_epochs=100000", f"trainer.max_seconds={seconds:g}"]
 
 
+def whole_command(
+    state: CompareState, out: Path, epochs: int, seconds: float | None, spec: Path | None
+) -> list[str]:
+    """``gentrain-compare`` arguments that make (or continue) everything in ``out``."""
+    args = ["--out", str(out), "--seeds", ",".join(str(s) for s in state.data["seeds"])]
+    args += ["--arms", ",".join(a["name"] for a in state.data["arms"])]
+    args += ["--seconds", f"{seconds:g}"] if seconds is not None else ["--epochs", str(epochs)]
+    if spec is not None:
+        args += ["--spec", str(spec)]
+    return [*args, *state.data["overrides"]]
+
+
 def main(argv: list[str] | None = None) -> None:
     from gentrain.report import build_report
 
@@ -307,51 +450,39 @@ def main(argv: list[str] | None = None) -> None:
             paths = build_report(out)
             print_line(f"report: {paths['markdown']}")
             return
-        arms = load_arms(args.spec or spec_path(), args.arms)
+        spec = args.spec or spec_path()
+        arms = load_arms(spec, args.arms)
         for override in args.overrides:
             if override.split("=")[0].lstrip("+~") in ("seed", "hydra.run.dir", "init_from"):
                 raise ConfigError(f"{override}: gentrain-compare sets this itself (see --seeds)")
         overrides = [*budget_overrides(args.epochs, args.seconds), *args.overrides]
         runs = plan_runs(arms, args.seeds, overrides, out)
-        first = check_runs(runs)
+        first = check_runs(runs, time_budget=args.seconds is not None)
         state = CompareState(out)
         budget = overrides[: len(overrides) - len(args.overrides)]
-        for key, now in (("budget", budget), ("overrides", args.overrides)):
-            if key in state.data and state.data[key] != now:
-                raise ConfigError(
-                    f"{out} holds runs made with {key} {state.data[key]}, not {now}: their "
-                    "numbers would not be comparable. Use another --out, or the same settings "
-                    "(more --seeds or --arms are fine)"
-                )
-        state.data.update(
-            arms=[{"name": a.name, "label": a.label, "init_from": a.init_from} for a in arms],
-            seeds=args.seeds,
-            budget=budget,
-            overrides=args.overrides,
-            argv=[
-                *(argv if argv is not None else sys.argv[1:]),
-                *([] if args.out else ["--out", str(out)]),
-            ],
-        )
+        order = [a.name for a in load_arms(spec, None)]
+        state.merge_plan(arms, order, args.seeds, budget, args.overrides)
+        state.data["argv"] = whole_command(state, out, args.epochs, args.seconds, args.spec)
         if args.dry_run:
             for run in runs:
                 source = f"{run.arm.init_from}/seed_{run.seed}" if run.arm.init_from else None
                 extra = [f"init_from=<{source}>"] if source else []
                 console.print(display([*run.overrides, *extra]), highlight=False, soft_wrap=True)
             return
-        state.save()
-        prepare_features(first)
-        console.print(f"comparing {', '.join(a.label for a in arms)} in {out}", highlight=False)
-        try:
-            problems = execute(runs, state)
-        except KeyboardInterrupt:
-            console.print(
-                f"[yellow]stopped; finished runs are kept. To continue, rerun the same "
-                f"command with --out {out}[/yellow]",
-                highlight=False,
-            )
-            sys.exit(130)
-        paths = build_report(out)
+        with state.locked():
+            state.save()
+            prepare_features(first)
+            console.print(f"comparing {', '.join(a.label for a in arms)} in {out}", highlight=False)
+            try:
+                problems = execute(runs, state)
+            except KeyboardInterrupt:
+                console.print(
+                    f"[yellow]stopped; finished runs are kept. To continue, rerun the same "
+                    f"command with --out {out}[/yellow]",
+                    highlight=False,
+                )
+                sys.exit(130)
+            paths = build_report(out)
     except GentrainError as exc:
         print_error(exc)
         sys.exit(2)

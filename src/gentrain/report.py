@@ -23,6 +23,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from gentrain.checkpoint import atomic_write_bytes
 from gentrain.errors import GentrainError
+from gentrain.history import read_history
 
 # (column title, metrics.json key, digits); "time" columns add the source run's time for a
 # warm-started arm, since its cost includes training the model it started from.
@@ -49,6 +50,8 @@ class ArmResult:
     label: str
     source: str | None
     runs: dict[int, dict[str, float]] = field(default_factory=dict)  # seed -> final metrics
+    # seed -> the run's CUMULATIVE times plus, for a warm-started arm, its source run's
+    costs: dict[int, dict[str, float]] = field(default_factory=dict)
     curves: dict[int, list[tuple[float, float]]] = field(default_factory=dict)  # (s, FID)
     commands: dict[int, str] = field(default_factory=dict)
     status: dict[int, str] = field(default_factory=dict)
@@ -63,10 +66,7 @@ def read_metrics(run_dir: Path) -> dict[str, float]:
 
 
 def read_fid_curve(run_dir: Path) -> list[tuple[float, float]]:
-    path = run_dir / "history.jsonl"
-    if not path.is_file():
-        return []
-    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    records = read_history(run_dir / "history.jsonl")
     return [(r["train_seconds"], r["val/fid"]) for r in records if "val/fid" in r]
 
 
@@ -78,20 +78,28 @@ def collect(out: Path) -> tuple[list[ArmResult], dict[str, Any]]:
         arm = arms.get(record["arm"])
         if arm is None:
             continue
-        seed, run_dir = int(record["seed"]), Path(record["dir"])
+        seed, run_dir = int(record["seed"]), out / record["dir"]  # relative since 0.1
         arm.commands[seed], arm.dirs[seed] = record["command"], run_dir
         arm.status[seed] = record["status"]
         if record["status"] == "done" and (run_dir / "metrics.json").is_file():
             arm.runs[seed] = read_metrics(run_dir)
             arm.curves[seed] = read_fid_curve(run_dir)
     for arm in arms.values():
-        source = arms.get(arm.source) if arm.source else None
-        if source is None:
-            continue
         for seed, metrics in arm.runs.items():
-            before = source.runs.get(seed, {})
+            arm.costs[seed] = {k: metrics[k] for k in CUMULATIVE if k in metrics}
+    for arm in arms.values():  # sources come first in the state, so their costs are final
+        if not arm.source:
+            continue
+        source = arms.get(arm.source)
+        for seed in list(arm.runs):
+            if source is None or seed not in source.runs:
+                # Without its source's cost the arm would look cheaper than it was.
+                del arm.runs[seed], arm.curves[seed], arm.costs[seed]
+                arm.status[seed] = f"left out: its source run ({arm.source}) is not finished"
+                continue
+            before = source.costs[seed]
             for key in CUMULATIVE:
-                metrics[key] = metrics.get(key, 0.0) + before.get(key, 0.0)
+                arm.costs[seed][key] = arm.costs[seed].get(key, 0.0) + before.get(key, 0.0)
             offset = before.get("train/seconds", 0.0)
             arm.curves[seed] = [(t + offset, f) for t, f in arm.curves[seed]]
     return list(arms.values()), state
@@ -102,16 +110,20 @@ def mean_std(values: list[float]) -> tuple[float, float | None]:
     return mean, (statistics.stdev(values) if len(values) > 1 else None)
 
 
-def cell(values: list[float], digits: int) -> str:
-    """``mean ± std`` over seeds (sample std), ``—`` where the metric is not defined."""
-    values = [v for v in values if v is not None and math.isfinite(v)]
-    if not values:
-        return "—"
-    mean, std = mean_std(values)
+def cell(values: list[float | None], digits: int) -> str:
+    """``mean ± std`` over seeds (sample std), ``—`` where the metric is not defined, and
+    ``(n=K of N)`` where only K of the N runs have a finite value (a NaN/inf is not averaged)."""
+    defined = [v for v in values if v is not None]
+    finite = [v for v in defined if math.isfinite(v)]
+    if not finite:
+        return "—" if not defined else "not finite"
+    mean, std = mean_std(finite)
     if digits == 0:
         text = f"{mean:,.0f}"
-        return text if std is None or std < 0.5 else f"{text} ± {std:,.0f}"
-    return f"{mean:.{digits}f}" if std is None else f"{mean:.{digits}f} ± {std:.{digits}f}"
+        text = text if std is None or std < 0.5 else f"{text} ± {std:,.0f}"
+    else:
+        text = f"{mean:.{digits}f}" if std is None else f"{mean:.{digits}f} ± {std:.{digits}f}"
+    return text if len(finite) == len(defined) else f"{text} (n={len(finite)} of {len(defined)})"
 
 
 def table_rows(arms: list[ArmResult]) -> tuple[list[str], list[list[str]]]:
@@ -121,9 +133,8 @@ def table_rows(arms: list[ArmResult]) -> tuple[list[str], list[list[str]]]:
     for arm in arms:
         row = [arm.label, str(len(arm.runs))]
         for _, key, digits in COLUMNS:
-            values = [m.get(key) for m in arm.runs.values()]
-            values = [v for v in values if v is not None]
-            row.append(cell(values, digits))
+            per_run = arm.costs if key in CUMULATIVE else arm.runs
+            row.append(cell([m.get(key) for m in per_run.values()], digits))
         rows.append(row)
         for key in floors:
             floors[key] += [m[key] for m in arm.runs.values() if key in m]
@@ -309,7 +320,8 @@ def build_report(out: Path) -> dict[str, Path]:
             arm.name: {
                 "label": arm.label,
                 "source": arm.source,
-                "runs": {str(s): m for s, m in arm.runs.items()},
+                "runs": {str(s): m for s, m in arm.runs.items()},  # as in metrics.json
+                "costs": {str(s): c for s, c in arm.costs.items()},  # with the source's
                 "fid_curve": {str(s): c for s, c in arm.curves.items()},
                 "commands": {str(s): c for s, c in arm.commands.items()},
                 "status": {str(s): c for s, c in arm.status.items()},
