@@ -252,11 +252,13 @@ class Evaluator:
             out["val/recon_mse"] = squared / n
         estimate = getattr(model, "importance_weighted_nll", None)
         if estimate is not None and self.cfg.nll_samples > 0 and with_nll:
-            total = 0.0
+            total, elbo = 0.0, 0.0
             for start in range(0, n, 100):
                 x = images[start : start + 100].to(self.device).float() / 255
                 total += float(estimate(x, self.cfg.nll_samples).sum())
+                elbo += float(model.validation_step(x)["elbo"]) * len(x)
             out["val/nll_iwae"] = total / n
+            out["val/elbo"] = elbo / n  # the same images: -ELBO >= NLL should hold
             out["eval/nll_k"] = float(self.cfg.nll_samples)
             out["eval/nll_images"] = float(n)
         return out
