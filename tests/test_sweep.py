@@ -68,11 +68,11 @@ def test_seeds_are_aggregated_for_otherwise_identical_overrides():
     def row(overrides, value, status="completed"):
         return {"_overrides": overrides, "status": status, "val/fid": value}
 
-    rows = [
-        row(["model=vae", "seed=0"], 10.0),
-        row(["model=vae", "seed=1"], 14.0),
-        row(["model=gan", "seed=0"], 30.0),
-        row(["model=gan", "seed=1"], None, "failed"),
+    rows = [  # trainer.max_steps=9 is every job's: the groups are named without it
+        row(["model=vae", "seed=0", "trainer.max_steps=9"], 10.0),
+        row(["model=vae", "seed=1", "trainer.max_steps=9"], 14.0),
+        row(["model=gan", "seed=0", "trainer.max_steps=9"], 30.0),
+        row(["model=gan", "seed=1", "trainer.max_steps=9"], None, "failed"),
     ]
     by_seed = {r["overrides"]: r for r in aggregate_over_seeds(rows, "val/fid")}
     assert by_seed["model=vae"]["seeds"] == 2 and by_seed["model=vae"]["val/fid mean"] == 12.0

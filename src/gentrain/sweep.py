@@ -72,11 +72,20 @@ def collect(sweep_dir: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def shared_overrides(rows: list[dict[str, Any]]) -> set[str]:
+    """The overrides every job has (the sweep's fixed settings)."""
+    return set.intersection(*(set(r["_overrides"]) for r in rows)) if rows else set()
+
+
 def aggregate_over_seeds(rows: list[dict[str, Any]], metric: str) -> list[dict[str, Any]]:
-    """Mean and std of ``metric`` over jobs that differ only in their ``seed=`` override."""
+    """Mean and std of ``metric`` over jobs that differ only in their ``seed=`` override,
+    each group named by the overrides that vary between jobs."""
+    shared = shared_overrides(rows)
     groups: dict[str, list[float]] = {}
     for row in rows:
-        key = " ".join(o for o in row["_overrides"] if not o.startswith("seed="))
+        key = " ".join(
+            o for o in row["_overrides"] if not o.startswith("seed=") and o not in shared
+        )
         value = row.get(metric)
         if row["status"] == "completed" and isinstance(value, int | float):
             groups.setdefault(key, []).append(float(value))
@@ -126,8 +135,10 @@ class SweepSummary(Callback):
             writer.writeheader()
             writer.writerows(rows)
         by_seed = aggregate_over_seeds(rows, optimized)
+        shared = shared_overrides(rows)
         payload = {
             "optimized_metric": optimized,
+            "shared_overrides": sorted(shared),
             "jobs": [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows],
             "over_seeds": by_seed,
         }
@@ -140,8 +151,7 @@ class SweepSummary(Callback):
             table.add_column(
                 column, justify="left" if column in ("overrides (varying)", "status") else "right"
             )
-        # The table shows only the overrides that differ between jobs; the CSV has all.
-        shared = set.intersection(*(set(r["_overrides"]) for r in rows)) if rows else set()
+        # The tables show only the overrides that differ between jobs; the CSV has all.
         for row in rows:
             varying = " ".join(o for o in row["_overrides"] if o not in shared) or "-"
             values = [row.get(m) for m in metrics]
