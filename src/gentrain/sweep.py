@@ -179,6 +179,7 @@ class SweepSummary(Callback):
         if failed:
             console.print(
                 f"[bold red]{len(failed)} of {len(rows)} jobs failed:[/bold red] "
-                f"{', '.join(failed)} (errors in summary.csv)"
+                f"job(s) {', '.join(job.split('_', 1)[0] for job in failed)} (errors in the "
+                "table above and in summary.csv)"
             )
         print_line(f"summary: {sweep_dir / 'summary.csv'}")
