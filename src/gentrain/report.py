@@ -294,6 +294,10 @@ def build_report(out: Path) -> dict[str, Path]:
     if has_plot:
         md.append("## FID against training time\n\n![FID against training time](fid_vs_time.png)\n")
     md.append("## Reproduce\n")
+    md.append(
+        "Each command trains the run again from scratch into a new directory under "
+        "`outputs/runs/` (a warm-started one from the same source run as here).\n"
+    )
     for arm in arms:
         for seed in sorted(arm.commands):
             status = arm.status.get(seed, "?")
