@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import statistics
 import time
 from pathlib import Path
@@ -25,6 +26,47 @@ from gentrain.checkpoint import atomic_write_bytes
 from gentrain.console import console, print_line
 
 STATUS_FILE = "status.json"
+# The sweep's fixed (non-swept) command-line keys, for job names; an environment variable
+# so that launchers running jobs in other processes (joblib, SLURM) see it too.
+FIXED_KEYS_ENV = "GENTRAIN_SWEEP_FIXED_KEYS"
+# Values that are paths (or run-specific) would nest directories or say nothing: never in names.
+UNNAMED_KEYS = ("paths.", "hydra.", "trainer.resume", "optimized_metric", "dataset.path")
+
+
+def _key(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def remember_fixed_keys(argv: list[str]) -> None:
+    """Note which command-line overrides are not swept (``model=vae`` in
+    ``gentrain -m model=vae seed=0,1``), before Hydra expands the sweep."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    fixed = []
+    for arg in argv:
+        if arg.startswith("-") or "=" not in arg:
+            continue
+        try:
+            override = parser.parse_override(arg)
+        except Exception:  # Hydra reports a malformed override itself, with context
+            continue
+        if not override.is_sweep_override():
+            fixed.append(_key(arg))
+    os.environ[FIXED_KEYS_ENV] = json.dumps(fixed)
+
+
+def job_name(task_overrides: list[str]) -> str:
+    """A sweep job's directory name (and TensorBoard run name): its overrides that vary
+    between jobs, e.g. ``model=gan,seed=1``; all of them if none varies. Slashes in values
+    become ``_`` so a name is one directory."""
+    fixed = set(json.loads(os.environ.get(FIXED_KEYS_ENV, "[]")))
+    named = [str(o) for o in task_overrides if not _key(str(o)).startswith(UNNAMED_KEYS)]
+    varying = [o for o in named if _key(o) not in fixed]
+    return ",".join(sorted(varying or named)).replace("/", "_") or "defaults"
+
+
+OmegaConf.register_new_resolver("gentrain_job_name", job_name, replace=True)
 
 
 def job_status(job: JobReturn) -> dict[str, Any]:

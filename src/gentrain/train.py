@@ -29,6 +29,7 @@ from gentrain.evaluation import Evaluator
 from gentrain.models import build_model
 from gentrain.registry import LOGGERS
 from gentrain.restore import checkpoint_path
+from gentrain.sweep import remember_fixed_keys
 from gentrain.trainer import Stopwatch, Trainer
 from gentrain.warm_start import warm_start
 
@@ -245,6 +246,7 @@ def _run(cfg: DictConfig) -> float | None:
 def main() -> None:
     import hydra
 
+    remember_fixed_keys(sys.argv[1:])  # for sweep job names: what varies between jobs
     hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")(_run)()
 
 
