@@ -303,8 +303,12 @@ def test_one_compare_at_a_time_in_a_directory(tmp_path):
         with busy, CompareState(out).locked():
             pass
         fcntl.flock(other, fcntl.LOCK_UN)
-    with CompareState(out).locked():  # free again
+    state = CompareState(out)  # read while another process still ran...
+    (out / "compare.json").write_text(json.dumps({"runs": {"vae/seed_0": {"status": "done"}}}))
+    with state.locked():  # free again
         assert (out / ".lock").read_text() == f"pid {os.getpid()}\n"
+        # ...and read again once the lock is ours: what that process finished is kept.
+        assert state.data["runs"]["vae/seed_0"]["status"] == "done"
 
 
 def test_a_signal_to_compare_reaches_the_training_child_once(tmp_path):
@@ -314,7 +318,7 @@ def test_a_signal_to_compare_reaches_the_training_child_once(tmp_path):
     import threading
     import time
 
-    from gentrain.compare import run_child
+    from gentrain.compare import ChildRun
 
     marker = tmp_path / "signals"
     child = (
@@ -335,7 +339,27 @@ def test_a_signal_to_compare_reaches_the_training_child_once(tmp_path):
 
     threading.Thread(target=send_when_ready, daemon=True).start()
     started = time.perf_counter()
-    assert run_child([sys.executable, "-c", child]) == 143
+    run = ChildRun([sys.executable, "-c", child])
+    assert run.run() == 143 and run.stopped_by == "SIGTERM"
     assert time.perf_counter() - started < 20
     assert marker.read_text() == "SIGTERM\n"
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # our handler is gone again
+
+
+def test_a_training_run_stops_if_gentrain_compare_is_gone():
+    """compare's runs get SIGTERM when compare dies (Linux); if it died before they could
+    ask for that, they stop at once rather than train unwatched."""
+    import subprocess
+    import sys
+
+    code = "from gentrain.train import stop_with_parent; stop_with_parent(); print('training')"
+
+    def run(parent_pid):
+        env = {**os.environ, "GENTRAIN_PARENT_PID": str(parent_pid)}
+        return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True)
+
+    alive = run(os.getpid())
+    assert alive.returncode == 0 and alive.stdout.strip() == b"training"
+    if sys.platform.startswith("linux"):
+        gone = run(os.getpid() + 1_000_000)  # not its parent: compare is gone
+        assert gone.returncode == 143 and gone.stdout == b""

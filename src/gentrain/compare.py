@@ -225,9 +225,10 @@ class CompareState:
     def __init__(self, out: Path) -> None:
         self.out = out
         self.path = out / STATE_FILE
-        self.data: dict[str, Any] = {"runs": {}}
-        if self.path.is_file():
-            self.data = json.loads(self.path.read_text())
+        self.data: dict[str, Any] = self._read()
+
+    def _read(self) -> dict[str, Any]:
+        return json.loads(self.path.read_text()) if self.path.is_file() else {"runs": {}}
 
     @contextmanager
     def locked(self) -> Iterator[None]:
@@ -253,6 +254,7 @@ class CompareState:
             handle.truncate()
             handle.write(f"pid {os.getpid()}\n")
             handle.flush()
+            self.data = self._read()  # what the last holder left, not what we read before
             try:
                 yield
             finally:
@@ -320,25 +322,45 @@ def display(args: list[str]) -> str:
     return "gentrain " + shlex.join(args)
 
 
-def run_child(command: list[str]) -> int:
-    """Run ``command`` and return its exit code; Ctrl-C or SIGTERM here reaches the child
-    once, and we wait while it saves its checkpoint (a second Ctrl-C stops it at once).
+class ChildRun:
+    """One ``gentrain`` process that stops cleanly when we are asked to stop.
 
-    The child has its own session, so a terminal's Ctrl-C is not delivered to it twice
-    (which the trainer reads as "stop now").
+    Ctrl-C and SIGTERM here reach the child once (SIGHUP as SIGTERM), and we wait while it
+    saves its checkpoint; a second Ctrl-C stops it at once. The child has its own session,
+    so a terminal's Ctrl-C is not delivered twice (which the trainer reads as "stop now").
+    The handlers are in place before the child starts: no signal falls in between.
     """
-    child = subprocess.Popen(command, start_new_session=True)
 
-    def forward(signum: int, frame: Any) -> None:
-        child.send_signal(signum)
+    HANDLED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
-    handled = (signal.SIGINT, signal.SIGTERM)
-    previous = {s: signal.signal(s, forward) for s in handled}
-    try:
-        return child.wait()
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
+    def __init__(self, command: list[str]) -> None:
+        self.command = command
+        self.stopped_by: str | None = None  # the first signal we forwarded
+        self._child: subprocess.Popen | None = None
+        self._pending: list[int] = []
+
+    def _forward(self, signum: int, frame: Any) -> None:
+        self.stopped_by = self.stopped_by or signal.Signals(signum).name
+        sent = signal.SIGTERM if signum == signal.SIGHUP else signum
+        if self._child is None:
+            self._pending.append(sent)
+        else:
+            self._child.send_signal(sent)
+
+    def run(self) -> int:
+        from gentrain.train import PARENT_PID_ENV
+
+        previous = {s: signal.signal(s, self._forward) for s in self.HANDLED}
+        try:
+            # The child stops (saving) if we die: see gentrain.train.stop_with_parent.
+            env = {**os.environ, PARENT_PID_ENV: str(os.getpid())}
+            self._child = subprocess.Popen(self.command, start_new_session=True, env=env)
+            for sent in self._pending:
+                self._child.send_signal(sent)
+            return self._child.wait()
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
 
 
 def execute(runs: list[Run], state: CompareState) -> int:
@@ -372,14 +394,17 @@ def execute(runs: list[Run], state: CompareState) -> int:
         console.print(display(args), highlight=False, soft_wrap=True)
         record.update(status="running", started=time.time())
         state.save()
-        code = run_child([sys.executable, "-m", "gentrain", *args])
+        child = ChildRun([sys.executable, "-m", "gentrain", *args])
+        code = child.run()
         if code == 0:
             record.update(status="done", returncode=0, error=None)
         else:
             record.update(status="failed", returncode=code, error=f"exit code {code}")
             problems += 1
         state.save()
-        if code in (130, 143):  # the user stopped it: stop here, a rerun resumes
+        # The user stopped it (whatever the child managed to exit with: 130/143 after a clean
+        # save, -2/-15 if the signal came during start-up or a second Ctrl-C): stop here.
+        if child.stopped_by or code in (130, 143, -signal.SIGINT, -signal.SIGTERM):
             raise KeyboardInterrupt
     return problems
 
@@ -461,15 +486,17 @@ def main(argv: list[str] | None = None) -> None:
         state = CompareState(out)
         budget = overrides[: len(overrides) - len(args.overrides)]
         order = [a.name for a in load_arms(spec, None)]
-        state.merge_plan(arms, order, args.seeds, budget, args.overrides)
-        state.data["argv"] = whole_command(state, out, args.epochs, args.seconds, args.spec)
+        plan = (arms, order, args.seeds, budget, args.overrides)
+        state.merge_plan(*plan)  # refuses other settings before anything runs
         if args.dry_run:
             for run in runs:
                 source = f"{run.arm.init_from}/seed_{run.seed}" if run.arm.init_from else None
                 extra = [f"init_from=<{source}>"] if source else []
                 console.print(display([*run.overrides, *extra]), highlight=False, soft_wrap=True)
             return
-        with state.locked():
+        with state.locked():  # reads compare.json again: another process may just have ended
+            state.merge_plan(*plan)
+            state.data["argv"] = whole_command(state, out, args.epochs, args.seconds, args.spec)
             state.save()
             prepare_features(first)
             console.print(f"comparing {', '.join(a.label for a in arms)} in {out}", highlight=False)
@@ -480,6 +507,7 @@ def main(argv: list[str] | None = None) -> None:
                     f"[yellow]stopped; finished runs are kept. To continue, rerun the same "
                     f"command with --out {out}[/yellow]",
                     highlight=False,
+                    soft_wrap=True,
                 )
                 sys.exit(130)
             paths = build_report(out)

@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import random
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -243,9 +244,31 @@ def _run(cfg: DictConfig) -> float | None:
     return metrics.get(str(cfg.get("optimized_metric", "val/fid")))
 
 
+PARENT_PID_ENV = "GENTRAIN_PARENT_PID"  # set by gentrain-compare for its training runs
+
+
+def stop_with_parent() -> None:
+    """A run started by gentrain-compare gets SIGTERM (save, then exit) when compare dies
+    (a closed terminal, a kill): no trainer goes on alone, writing to a directory that a
+    rerun would resume. Linux only (prctl); elsewhere compare forwards the signals it gets.
+    """
+    expected = os.environ.pop(PARENT_PID_ENV, None)
+    if expected is None or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != int(expected):  # compare died before prctl: stop now
+        sys.exit(143)
+
+
 def main() -> None:
     import hydra
 
+    stop_with_parent()
     remember_fixed_keys(sys.argv[1:])  # for sweep job names: what varies between jobs
     hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")(_run)()
 

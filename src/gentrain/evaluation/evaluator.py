@@ -12,6 +12,7 @@ and test splits) is reported beside it.
 from __future__ import annotations
 
 import logging
+import math
 import time
 import warnings
 from dataclasses import dataclass
@@ -256,9 +257,12 @@ class Evaluator:
             for start in range(0, n, 100):
                 x = images[start : start + 100].to(self.device).float() / 255
                 total += float(estimate(x, self.cfg.nll_samples).sum())
-                elbo += float(model.validation_step(x)["elbo"]) * len(x)
+                elbo += float(model.validation_step(x).get("elbo", math.nan)) * len(x)
             out["val/nll_iwae"] = total / n
-            out["val/elbo"] = elbo / n  # the same images: -ELBO >= NLL should hold
+            # The ELBO of the same images, beside the NLL (-ELBO >= NLL); its own key, since
+            # val/elbo is the validation set's, logged every epoch.
+            if math.isfinite(elbo):
+                out["val/elbo_nll_images"] = elbo / n
             out["eval/nll_k"] = float(self.cfg.nll_samples)
             out["eval/nll_images"] = float(n)
         return out
