@@ -122,3 +122,19 @@ def test_evaluator_reports_every_metric_with_its_counts(evaluator):
     assert metrics["val/nll_iwae"] < -metrics["val/elbo_nll_images"]  # a tighter bound
     assert 1.0 <= metrics["val/is"] <= 10.0
     assert metrics == pytest.approx({**evaluator(model), "eval/seconds": metrics["eval/seconds"]})
+
+
+def test_inception_features_without_torch_fidelity_say_what_to_install(monkeypatch):
+    import importlib.util
+
+    from gentrain.errors import ConfigError
+    from gentrain.evaluation.evaluator import inception_features
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "torch_fidelity" else real_find_spec(name, *a),
+    )
+    with pytest.raises(ConfigError, match=r"pip install 'gentrain\[inception\]'.*classifier"):
+        inception_features()

@@ -88,16 +88,17 @@ class Precomputed(nn.Module):
 
 def inception_features() -> tuple[nn.Module, nn.Module]:
     """Inception-v3 (torch-fidelity's FID weights) pool features and logits, if installed."""
-    try:
-        from torchmetrics.image.fid import NoTrainInceptionV3
-    except ImportError:
-        NoTrainInceptionV3 = None  # noqa: N806
-    if NoTrainInceptionV3 is None:
+    import importlib.util
+
+    # torchmetrics defines NoTrainInceptionV3 either way; it needs torch-fidelity to work.
+    if importlib.util.find_spec("torch_fidelity") is None:
         raise ConfigError(
             "eval.features=inception needs torch-fidelity (pip install 'gentrain[inception]') "
             "and its Inception weights, which are downloaded on first use; offline, use "
             "eval.features=classifier"
         )
+
+    from torchmetrics.image.fid import NoTrainInceptionV3
 
     class Inception(nn.Module):
         def __init__(self, output: str) -> None:
