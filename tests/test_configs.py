@@ -51,7 +51,10 @@ def test_experiment_presets_compose(make_config):
         ("trainer.batch_size=abc", "trainer.batch_size"),
         ("+trainer.epochs=3", "unknown config key 'trainer.epochs'; valid keys of trainer:"),
         ("model.name=vaeg", "unknown model 'vaeg' — did you mean 'vae'?"),
-        ("model.likelihood=poisson", "available: bernoulli, gaussian, laplace"),
+        (
+            "model.likelihood=poisson",
+            "available: bernoulli, continuous_bernoulli, discretized_logistic, gaussian, laplace",
+        ),
         ("device.name=tpu", "unknown device 'tpu'"),
         ("+lr=0.1", "unknown top-level config key(s) ['lr']"),
     ],

@@ -240,5 +240,8 @@ def test_model_yaml_defaults_match_the_dataclass(name):
     from gentrain.train import config_dir
 
     values = yaml.safe_load((config_dir() / "model" / f"{name}.yaml").read_text())
-    defaults = {f.name: f.default for f in dataclasses.fields(MODELS.get(name).Config)}
+    defaults = {
+        f.name: f.default_factory() if f.default is dataclasses.MISSING else f.default
+        for f in dataclasses.fields(MODELS.get(name).Config)
+    }
     assert values == defaults

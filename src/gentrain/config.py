@@ -28,7 +28,7 @@ class TrainerConfig:
     max_epochs: int = 10
     max_steps: int | None = None  # stop after this many steps, even mid-epoch
     max_seconds: float | None = None  # training-time budget (evaluation excluded), mid-epoch too
-    batch_size: int = 128
+    batch_size: int = 64
     val_batch_size: int = 500
     limit_val_batches: int | None = None  # None: the whole validation split
     gradient_clip_norm: float | None = None

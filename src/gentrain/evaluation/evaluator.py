@@ -227,19 +227,27 @@ class Evaluator:
         devices = [self.device] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(self.cfg.seed)
-            real = self._real_sets()["test"]
-            fake_feats, fake_logits = self.embed(self.generate(model))
-            metrics = {f"val/{k}": v for k, v in self.distances(real, fake_feats).items()}
-            metrics["val/is"], metrics["val/is_std"] = self.inception_score(fake_logits)
-            precision, recall = precision_recall(real, fake_feats, self.cfg.pr_k)
-            metrics["val/precision"], metrics["val/recall"] = precision, recall
-            metrics.update(self.floor())
+            metrics = self.score_images(self.generate(model))
             metrics.update(self._likelihood_metrics(model, with_nll=final))
         model.train(was_training)
-        metrics["eval/num_generated"] = float(self.cfg.num_samples)
-        metrics["eval/num_real"] = float(len(real))
         metrics.update({k: v for k, v in self.info.items() if k.startswith("eval/")})
         metrics["eval/seconds"] = time.perf_counter() - start
+        return metrics
+
+    @torch.no_grad()
+    def score_images(self, images: torch.Tensor) -> dict[str, float]:
+        """FID, KID, IS, precision and recall of any image set against the test images,
+        with the floor beside them: a model's samples, or a reference such as blurred
+        real digits (scripts/benchmark_quality.py)."""
+        real = self._real_sets()["test"]
+        fake_feats, fake_logits = self.embed(images)
+        metrics = {f"val/{k}": v for k, v in self.distances(real, fake_feats).items()}
+        metrics["val/is"], metrics["val/is_std"] = self.inception_score(fake_logits)
+        precision, recall = precision_recall(real, fake_feats, self.cfg.pr_k)
+        metrics["val/precision"], metrics["val/recall"] = precision, recall
+        metrics.update(self.floor())
+        metrics["eval/num_generated"] = float(len(images))
+        metrics["eval/num_real"] = float(len(real))
         return metrics
 
     def _likelihood_metrics(self, model: nn.Module, with_nll: bool) -> dict[str, float]:

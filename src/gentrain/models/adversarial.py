@@ -57,6 +57,14 @@ def gradient_penalty(
     return (grad.flatten(1).norm(dim=1) - 1.0).pow(2).mean()
 
 
+def r1_penalty(real_scores: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """R1 (Mescheder et al. 2018): E[||grad_x D(x)||_2^2] on real images only, from the
+    scores D gave ``real`` (which must require grad); the caller weighs it by gamma / 2.
+    It keeps D flat on the data manifold, which makes the non-saturating GAN converge."""
+    (grad,) = torch.autograd.grad(real_scores.sum(), real, create_graph=True)
+    return grad.flatten(1).pow(2).sum(1).mean()
+
+
 def real_probability(kind: str, logits: torch.Tensor) -> torch.Tensor:
     """What to log as "D(x)": a probability for the logistic losses, the raw score otherwise."""
     if kind in ("nonsaturating", "saturating"):

@@ -1,16 +1,17 @@
-"""DCGAN-style GAN (Radford et al. 2016) with a choice of adversarial loss.
+"""GAN (Goodfellow et al. 2014) with DCGAN/SN-GAN networks and the recipes that matter.
 
-The generator is a transposed-conv decoder from N(0, I) noise to image logits (images are
-``sigmoid(logits)`` in [0, 1]; D sees them rescaled to [-1, 1]); the discriminator is a
-strided-conv encoder to one logit. Losses: non-saturating (default), hinge, least-squares,
-or Wasserstein with gradient penalty; ``n_critic`` D updates per G update; optional
-spectral norm on D; optional EMA copy of G for samples and evaluation.
+The generator is a decoder from N(0, I) noise to image logits (images are
+``sigmoid(logits)`` in [0, 1]; D sees them rescaled to [-1, 1]); the discriminator is an
+encoder to one logit, both from a network family of ``models/nets.py``. Losses:
+non-saturating (default), hinge, least-squares, or Wasserstein with gradient penalty;
+``n_critic`` D updates per G update; spectral norm on D (default); R1 penalty; DiffAugment
+on D's inputs; an EMA copy of G for samples and evaluation.
 """
 
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -21,10 +22,12 @@ from gentrain.models.adversarial import (
     discriminator_loss,
     generator_loss,
     gradient_penalty,
+    r1_penalty,
     real_probability,
 )
+from gentrain.models.augment import augment, parse_policy
 from gentrain.models.base import GenerativeModel
-from gentrain.models.nets import ConvDecoder, ConvEncoder
+from gentrain.models.nets import ConvDecoder, ConvEncoder, check_architecture
 from gentrain.optim import OptimizerFactory
 from gentrain.registry import MODELS
 
@@ -35,21 +38,26 @@ GAN_KINDS = ("nonsaturating", "hinge", "lsgan", "wgan_gp")
 class GANConfig:
     name: str = "gan"
     latent_dim: int = 64
+    family: str = "dcgan_deep"  # dcgan | dcgan_deep | resnet (see models/nets.py)
     width: int = 32  # channels of G's last and D's first conv level; doubles per level
+    depth: int = 1  # dcgan_deep / resnet: extra 3x3 convs / residual blocks per level
     loss: str = "nonsaturating"  # nonsaturating | hinge | lsgan | wgan_gp
     gp_weight: float = 10.0  # lambda of the WGAN-GP gradient penalty
     n_critic: int = 1  # D updates per G update
-    spectral_norm: bool = False  # spectral normalisation on every D layer
-    d_norm: str = "batch"  # batch | none (BatchNorm in D; not with wgan_gp)
+    spectral_norm: bool = True  # spectral normalisation on every D layer
+    d_norm: str = "none"  # batch | none (BatchNorm in D; not with wgan_gp)
     ema_decay: float | None = 0.999  # EMA of G's weights for samples; null turns it off
+    r1_gamma: float = 0.0  # R1 penalty gamma/2 * E||grad D(x_real)||^2 (Mescheder 2018)
+    # DiffAugment for D's inputs (Zhao et al. 2020): [], [translation], [translation, cutout]
+    augment: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         check_loss(self.loss, GAN_KINDS)
-        for key in ("latent_dim", "width", "n_critic"):
+        check_architecture(self.family, self.depth, self.width, self.d_norm)
+        parse_policy(self.augment)
+        for key in ("latent_dim", "n_critic"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"model.{key} must be >= 1, got {getattr(self, key)}")
-        if self.d_norm not in ("batch", "none"):
-            raise ConfigError(f"unknown model.d_norm {self.d_norm!r}; available: batch, none")
         if self.loss == "wgan_gp" and self.d_norm == "batch":
             raise ConfigError(
                 "model.loss=wgan_gp penalises per-sample gradients, which BatchNorm in D "
@@ -57,8 +65,9 @@ class GANConfig:
             )
         if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
             raise ConfigError(f"model.ema_decay must be in (0, 1) or null, got {self.ema_decay}")
-        if self.gp_weight < 0:
-            raise ConfigError(f"model.gp_weight must be >= 0, got {self.gp_weight}")
+        for key in ("gp_weight", "r1_gamma"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"model.{key} must be >= 0, got {getattr(self, key)}")
 
 
 def to_signed(x: torch.Tensor) -> torch.Tensor:
@@ -98,10 +107,12 @@ class GAN(GenerativeModel):
     def __init__(self, cfg: GANConfig, image_shape: tuple[int, int, int]) -> None:
         super().__init__(image_shape, cfg.latent_dim)
         self.cfg = cfg
-        self.generator = ConvDecoder(image_shape, cfg.width, cfg.latent_dim, norm="batch")
+        arch = {"family": cfg.family, "depth": cfg.depth}
+        self.generator = ConvDecoder(image_shape, cfg.width, cfg.latent_dim, "batch", **arch)
         self.discriminator = ConvEncoder(
-            image_shape, cfg.width, 1, norm=cfg.d_norm, spectral_norm=cfg.spectral_norm
+            image_shape, cfg.width, 1, cfg.d_norm, spectral_norm=cfg.spectral_norm, **arch
         )
+        self.augment_policy = parse_policy(cfg.augment)
         self.generator_ema = None
         if cfg.ema_decay is not None:
             self.generator_ema = copy.deepcopy(self.generator).requires_grad_(False)
@@ -130,11 +141,19 @@ class GAN(GenerativeModel):
         return torch.sigmoid((generator or self.generator)(noise))
 
     def critic(self, x: torch.Tensor) -> torch.Tensor:
-        return self.discriminator(to_signed(x)).squeeze(1)
+        """D's logit for images in [0, 1], through the augmentation when one is set (in
+        training only: validation and the gradient penalties see the images as they are)."""
+        x = to_signed(x)
+        if self.augment_policy and self.training:
+            x = augment(x, self.augment_policy)
+        return self.discriminator(x).squeeze(1)
 
     def discriminator_losses(self, real: torch.Tensor, fake: torch.Tensor):
         """D's loss. Real and fake go through D in *separate* passes, so BatchNorm
         normalises each batch by its own statistics and never mixes the two."""
+        r1 = self.cfg.r1_gamma > 0
+        if r1:
+            real = real.detach().requires_grad_(True)
         d_real, d_fake = self.critic(real), self.critic(fake)
         loss = discriminator_loss(self.cfg.loss, d_real, d_fake)
         logs = {
@@ -145,6 +164,10 @@ class GAN(GenerativeModel):
             penalty = gradient_penalty(self.critic, real, fake)
             loss = loss + self.cfg.gp_weight * penalty
             logs["gradient_penalty"] = penalty
+        if r1:
+            penalty = r1_penalty(d_real, real)
+            loss = loss + 0.5 * self.cfg.r1_gamma * penalty
+            logs["r1_penalty"] = penalty
         return loss, logs
 
     def training_step(self, x: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -13,25 +13,32 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from torch import nn
+from torch.distributions import ContinuousBernoulli
 
 from gentrain.errors import ConfigError
 from gentrain.models.base import GenerativeModel
-from gentrain.models.nets import ConvDecoder, ConvEncoder
+from gentrain.models.nets import ConvDecoder, ConvEncoder, check_architecture
 from gentrain.optim import OptimizerFactory
 from gentrain.registry import MODELS
 
-LIKELIHOODS = ("bernoulli", "gaussian", "laplace")
+LIKELIHOODS = ("bernoulli", "continuous_bernoulli", "discretized_logistic", "gaussian", "laplace")
 
 
 @dataclass
 class VAEConfig:
     name: str = "vae"
     latent_dim: int = 16
+    family: str = "dcgan"  # dcgan | dcgan_deep | resnet (see models/nets.py)
     width: int = 32  # channels of the first conv level; doubles per level
-    likelihood: str = "bernoulli"  # bernoulli (BCE) | gaussian (MSE) | laplace (L1)
-    likelihood_scale: float = 0.1  # sigma (gaussian) or b (laplace) on [0, 1] pixels
+    depth: int = 1  # dcgan_deep / resnet: extra 3x3 convs / residual blocks per level
+    # bernoulli (BCE) | continuous_bernoulli | discretized_logistic (8-bit pixels, learned
+    # scale) | gaussian (MSE) | laplace (L1)
+    likelihood: str = "bernoulli"
+    likelihood_scale: float = 0.1  # sigma (gaussian), b (laplace), initial s (logistic)
     beta: float = 1.0  # weight on the KL term
     kl_warmup_steps: int = 0  # beta ramps linearly from 0 over this many steps
+    free_bits: float = 0.0  # nats per latent dimension below which KL is not penalised
     decoder_norm: str = "batch"  # batch | none
     encoder_norm: str = "none"  # batch | none (batch matches a VAE-GAN's encoder, for init_from)
     binarize: bool = False  # dynamic binarisation: train on x ~ Bernoulli(pixels)
@@ -41,13 +48,14 @@ class VAEConfig:
             raise ConfigError(
                 f"unknown model.likelihood {self.likelihood!r}; available: {', '.join(LIKELIHOODS)}"
             )
-        for key in ("latent_dim", "width"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"model.{key} must be positive, got {getattr(self, key)}")
+        check_architecture(self.family, self.depth, self.width, self.decoder_norm)
+        check_architecture(self.family, self.depth, self.width, self.encoder_norm)
+        if self.latent_dim < 1:
+            raise ConfigError(f"model.latent_dim must be positive, got {self.latent_dim}")
         if self.likelihood_scale <= 0:
             raise ConfigError(f"model.likelihood_scale must be > 0, got {self.likelihood_scale}")
-        if self.beta < 0 or self.kl_warmup_steps < 0:
-            raise ConfigError("model.beta and model.kl_warmup_steps must be >= 0")
+        if self.beta < 0 or self.kl_warmup_steps < 0 or self.free_bits < 0:
+            raise ConfigError("model.beta, model.kl_warmup_steps and model.free_bits must be >= 0")
         if self.binarize and self.likelihood != "bernoulli":
             raise ConfigError("model.binarize=true needs model.likelihood=bernoulli")
 
@@ -57,14 +65,57 @@ def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum(1)
 
 
-def reconstruction_nll(logits: torch.Tensor, x: torch.Tensor, kind: str, scale: float):
+def free_bits_kl(mu: torch.Tensor, logvar: torch.Tensor, free_bits: float) -> torch.Tensor:
+    """The batch's KL with each latent dimension's batch mean floored at ``free_bits`` nats
+    (Kingma et al. 2016, IAF, eq. 15): dimensions under the floor get no KL gradient, so
+    the encoder is not pushed to switch them off early in training."""
+    per_dim = 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).mean(0)
+    return per_dim.clamp(min=free_bits).sum()
+
+
+def discretized_logistic_nll(
+    logits: torch.Tensor, x: torch.Tensor, log_scale: torch.Tensor
+) -> torch.Tensor:
+    """-log P(x) per pixel for 8-bit pixels x in {0, 1/255, ..., 1}: the mass of a logistic
+    with mean sigmoid(logits) and scale exp(log_scale) on x's bin, the edge bins taking the
+    tails (Salimans et al. 2017, PixelCNN++). A true probability of the 256 grey levels,
+    so its NLL is in nats of the 8-bit image, comparable between models."""
+    centered = x - torch.sigmoid(logits)
+    inv_scale = torch.exp(-log_scale)
+    plus, minus = inv_scale * (centered + 0.5 / 255), inv_scale * (centered - 0.5 / 255)
+    log_cdf_plus = plus - F.softplus(plus)  # log sigmoid(plus): the bin at 0
+    log_survival_minus = -F.softplus(minus)  # log (1 - sigmoid(minus)): the bin at 1
+    mass = torch.sigmoid(plus) - torch.sigmoid(minus)
+    mid = inv_scale * centered  # density at the centre times the bin width, if mass underflows
+    log_density = mid - log_scale - 2.0 * F.softplus(mid) - math.log(255.0)
+    interior = torch.where(mass > 1e-5, mass.clamp(min=1e-12).log(), log_density)
+    log_p = torch.where(
+        x < 0.5 / 255, log_cdf_plus, torch.where(x > 1 - 0.5 / 255, log_survival_minus, interior)
+    )
+    return -log_p
+
+
+def reconstruction_nll(
+    logits: torch.Tensor,
+    x: torch.Tensor,
+    kind: str,
+    scale: float,
+    log_scale: torch.Tensor | None = None,
+):
     """-log p(x | z) per image in nats, summed over pixels: shape (N,).
 
-    Bernoulli reads ``logits`` directly; Gaussian and Laplace use ``sigmoid(logits)`` as the
-    mean, with fixed scale, and include their normalising constants.
+    Bernoulli and continuous Bernoulli (Loaiza-Ganem & Cunningham 2019, a proper density
+    on [0, 1]) read ``logits`` directly; the discretised logistic, Gaussian and Laplace use
+    ``sigmoid(logits)`` as the mean, the first with the learned per-channel ``log_scale``,
+    the others with fixed ``scale``; all include their normalising constants.
     """
     if kind == "bernoulli":
         per_pixel = F.binary_cross_entropy_with_logits(logits, x, reduction="none")
+    elif kind == "continuous_bernoulli":
+        per_pixel = -ContinuousBernoulli(logits=logits).log_prob(x)
+    elif kind == "discretized_logistic":
+        assert log_scale is not None
+        per_pixel = discretized_logistic_nll(logits, x, log_scale.view(1, -1, 1, 1))
     elif kind == "gaussian":
         mean = torch.sigmoid(logits)
         per_pixel = 0.5 * ((x - mean) / scale).pow(2) + math.log(scale * math.sqrt(2 * math.pi))
@@ -80,6 +131,7 @@ class VAE(GenerativeModel):
 
     Config = VAEConfig
     has_encoder = True
+    IWAE_IMAGES_PER_PASS = 8192  # decoder batch of the NLL estimate: bounds its memory
     #: init_from: checkpoints this model can start from (see gentrain/warm_start.py)
     warm_start_sources = {
         "VAE": [("encoder.", "encoder."), ("decoder.", "decoder.")],
@@ -89,10 +141,17 @@ class VAE(GenerativeModel):
     def __init__(self, cfg: VAEConfig, image_shape: tuple[int, int, int]) -> None:
         super().__init__(image_shape, cfg.latent_dim)
         self.cfg = cfg
+        arch = {"family": cfg.family, "depth": cfg.depth}
         self.encoder = ConvEncoder(
-            image_shape, cfg.width, 2 * cfg.latent_dim, norm=cfg.encoder_norm
+            image_shape, cfg.width, 2 * cfg.latent_dim, norm=cfg.encoder_norm, **arch
         )
-        self.decoder = ConvDecoder(image_shape, cfg.width, cfg.latent_dim, norm=cfg.decoder_norm)
+        self.decoder = ConvDecoder(
+            image_shape, cfg.width, cfg.latent_dim, norm=cfg.decoder_norm, **arch
+        )
+        self.pixel_log_scale = None  # the discretised logistic's learned log s per channel
+        if cfg.likelihood == "discretized_logistic":
+            initial = torch.full((image_shape[0],), math.log(cfg.likelihood_scale))
+            self.pixel_log_scale = nn.Parameter(initial)
         # Counts optimiser steps for the KL warm-up; a buffer so checkpoints carry it.
         self.register_buffer("steps_done", torch.zeros((), dtype=torch.long))
 
@@ -115,10 +174,17 @@ class VAE(GenerativeModel):
     def losses(self, x: torch.Tensor, beta: float) -> dict[str, torch.Tensor]:
         mu, logvar = self.encode(x)
         z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
-        logits = self.decoder(z)
-        nll = reconstruction_nll(logits, x, self.cfg.likelihood, self.cfg.likelihood_scale).mean()
+        nll = self.pixel_nll(self.decoder(z), x).mean()
         kl = gaussian_kl(mu, logvar).mean()
-        return {"loss": nll + beta * kl, "nll": nll, "kl": kl, "elbo": -(nll + kl)}
+        penalised = free_bits_kl(mu, logvar, self.cfg.free_bits) if self.cfg.free_bits else kl
+        return {"loss": nll + beta * penalised, "nll": nll, "kl": kl, "elbo": -(nll + kl)}
+
+    def pixel_nll(self, logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """-log p(x | z) per image under the configured likelihood."""
+        cfg = self.cfg
+        return reconstruction_nll(
+            logits, x, cfg.likelihood, cfg.likelihood_scale, self.pixel_log_scale
+        )
 
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
         """Dynamically binarised pixels when ``binarize`` (a fresh draw each time)."""
@@ -130,7 +196,7 @@ class VAE(GenerativeModel):
         norms = self.update({"vae": terms["loss"]})
         self.steps_done += 1
         logs = {k: v.detach() for k, v in terms.items()}
-        logs["beta"] = torch.tensor(beta)
+        logs["beta"] = terms["loss"].new_tensor(beta)  # on the model's device, like the rest
         logs["grad_norm"] = norms["vae"]
         return logs
 
@@ -150,11 +216,18 @@ class VAE(GenerativeModel):
         std = (0.5 * logvar).exp()
         n = x.shape[0]
         z = mu.unsqueeze(1) + std.unsqueeze(1) * torch.randn(n, k, mu.shape[1], device=x.device)
-        logits = self.decoder(z.flatten(0, 1))
-        repeated = x.unsqueeze(1).expand(n, k, *x.shape[1:]).flatten(0, 1)
-        log_px_z = -reconstruction_nll(
-            logits, repeated, self.cfg.likelihood, self.cfg.likelihood_scale
-        ).view(n, k)
+        # Decode the n*k samples a chunk of k at a time: k=5000 at once would not fit.
+        chunk = max(1, self.IWAE_IMAGES_PER_PASS // n)
+        log_px_z = torch.cat(
+            [
+                -self.pixel_nll(
+                    self.decoder(z[:, i : i + chunk].flatten(0, 1)),
+                    x.repeat_interleave(z[:, i : i + chunk].shape[1], dim=0),
+                ).view(n, -1)
+                for i in range(0, k, chunk)
+            ],
+            dim=1,
+        )
         log_normal = -0.5 * math.log(2 * math.pi)
         log_pz = (log_normal - 0.5 * z.pow(2)).sum(-1)
         eps = (z - mu.unsqueeze(1)) / std.unsqueeze(1)
@@ -163,7 +236,11 @@ class VAE(GenerativeModel):
         return -(torch.logsumexp(log_w, dim=1) - math.log(k))
 
     def _mean_image(self, logits: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(logits)  # Bernoulli mean, and the Gaussian/Laplace mean we use
+        """The likelihood's mean: sigmoid(logits), except for the continuous Bernoulli,
+        whose mean is not its parameter."""
+        if self.cfg.likelihood == "continuous_bernoulli":
+            return ContinuousBernoulli(logits=logits).mean
+        return torch.sigmoid(logits)
 
     @torch.no_grad()
     def sample(self, noise: torch.Tensor) -> torch.Tensor:

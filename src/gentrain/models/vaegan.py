@@ -12,16 +12,18 @@ in the feature space of the GAN's discriminator instead of pixel space. Per batc
 
 Each network is updated from its own loss only (Algorithm 1 of the paper):
 
-    Enc <- beta * L_prior + L_llike
-    Dec <- gamma * L_llike + adversarial loss of X~ and Xp   (-L_GAN's fake terms, or the
-                                                              non-saturating form)
-    Dis <- -L_GAN                                             (never L_llike)
+    Enc <- beta * L_prior + L_llike + w * L_pixel
+    Dec <- gamma * L_llike + w * L_pixel + adversarial loss of X~ and Xp
+                                   (-L_GAN's fake terms, or the non-saturating form)
+    Dis <- -L_GAN                  (never L_llike)
 
-The three gradients are taken with ``torch.autograd.grad`` per parameter set, from one
-shared forward pass, before any parameter moves. (Summing the losses and calling
-``backward`` once, as some libraries do, sends -L_GAN's gradient into the decoder with
-the wrong sign; tests/test_models.py checks this cannot happen here.) Every loss is
-summed per image and averaged over the batch, like the VAE's.
+L_pixel = -log Bernoulli(X | X~), summed over pixels, is off by default (w =
+``pixel_weight`` = 0, the paper). The three gradients are taken with
+``torch.autograd.grad`` per parameter set, from one shared forward pass, before any
+parameter moves. (Summing the losses and calling ``backward`` once, as some libraries
+do, sends -L_GAN's gradient into the decoder with the wrong sign; tests/test_models.py
+checks this cannot happen here.) Every loss is summed per image and averaged over the
+batch, like the VAE's.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from gentrain.errors import ConfigError
 from gentrain.models.adversarial import check_loss, discriminator_loss, generator_loss
 from gentrain.models.base import GenerativeModel
 from gentrain.models.gan import to_signed
-from gentrain.models.nets import ConvDecoder, ConvEncoder
+from gentrain.models.nets import ConvDecoder, ConvEncoder, check_architecture
 from gentrain.models.vae import gaussian_kl
 from gentrain.optim import OptimizerFactory
 from gentrain.registry import MODELS
@@ -45,12 +47,18 @@ from gentrain.registry import MODELS
 class VAEGANConfig:
     name: str = "vaegan"
     latent_dim: int = 16
+    family: str = "dcgan"  # dcgan | dcgan_deep | resnet, for all three networks
     width: int = 32  # channels of the first conv level of each network; doubles per level
+    depth: int = 1  # dcgan_deep / resnet: extra 3x3 convs / residual blocks per level
     beta: float = 5.0  # weight on L_prior in the encoder's loss (the paper: 1)
     gamma: float = 1.0  # weight on L_llike in the decoder's loss (the paper's gamma)
+    # Weight of a pixel-space Bernoulli NLL added to the encoder's and decoder's losses
+    # (0: the paper, features only). It anchors reconstructions to the input's pixels.
+    pixel_weight: float = 0.0
     feature_layer: int = -1  # Dis_l: 1-based conv block of D; negative counts from the end
     gan_loss: str = "nonsaturating"  # nonsaturating | saturating (the paper's log(1 - D))
     d_norm: str = "batch"  # batch | none: normalisation inside D
+    spectral_norm: bool = False  # spectral normalisation on every D layer
     encoder_norm: str = "batch"  # batch | none (none matches a default VAE, for init_from)
     equilibrium_gate: bool = True  # skip D / the decoder's GAN term when one side wins
     equilibrium: float = 0.68  # target BCE of D (ln 2 = 0.69 is chance)
@@ -58,17 +66,12 @@ class VAEGANConfig:
 
     def __post_init__(self) -> None:
         check_loss(self.gan_loss, ("nonsaturating", "saturating"), key="model.gan_loss")
-        for key in ("latent_dim", "width"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"model.{key} must be >= 1, got {getattr(self, key)}")
-        for key in ("d_norm", "encoder_norm"):
-            if getattr(self, key) not in ("batch", "none"):
-                raise ConfigError(
-                    f"unknown model.{key} {getattr(self, key)!r}; available: batch, none"
-                )
+        check_architecture(self.family, self.depth, self.width, self.d_norm, self.encoder_norm)
+        if self.latent_dim < 1:
+            raise ConfigError(f"model.latent_dim must be >= 1, got {self.latent_dim}")
         if self.feature_layer == 0:
             raise ConfigError("model.feature_layer is 1-based (or negative from the end), not 0")
-        for key in ("beta", "gamma", "margin"):
+        for key in ("beta", "gamma", "margin", "pixel_weight"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"model.{key} must be >= 0, got {getattr(self, key)}")
 
@@ -92,11 +95,14 @@ class VAEGAN(GenerativeModel):
     def __init__(self, cfg: VAEGANConfig, image_shape: tuple[int, int, int]) -> None:
         super().__init__(image_shape, cfg.latent_dim)
         self.cfg = cfg
+        arch = {"family": cfg.family, "depth": cfg.depth}
         self.encoder = ConvEncoder(
-            image_shape, cfg.width, 2 * cfg.latent_dim, norm=cfg.encoder_norm
+            image_shape, cfg.width, 2 * cfg.latent_dim, norm=cfg.encoder_norm, **arch
         )
-        self.decoder = ConvDecoder(image_shape, cfg.width, cfg.latent_dim, norm="batch")
-        self.discriminator = ConvEncoder(image_shape, cfg.width, 1, norm=cfg.d_norm)
+        self.decoder = ConvDecoder(image_shape, cfg.width, cfg.latent_dim, norm="batch", **arch)
+        self.discriminator = ConvEncoder(
+            image_shape, cfg.width, 1, cfg.d_norm, spectral_norm=cfg.spectral_norm, **arch
+        )
         blocks = self.discriminator.num_blocks
         layer = cfg.feature_layer if cfg.feature_layer > 0 else blocks + 1 + cfg.feature_layer
         if not 1 <= layer <= blocks:
@@ -134,7 +140,8 @@ class VAEGAN(GenerativeModel):
         """Every loss term of the paper for batch ``x``, from one forward pass."""
         mu, logvar = self.encode(x)
         z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
-        x_tilde = self.decode(z)
+        logits_tilde = self.decoder(z)
+        x_tilde = torch.sigmoid(logits_tilde)
         x_p = self.decode(torch.randn_like(mu))
 
         d_x, features_x = self.discriminate(x)
@@ -149,6 +156,11 @@ class VAEGAN(GenerativeModel):
         gan_dec = generator_loss(kind, d_tilde) + generator_loss(kind, d_p)
         return {
             "prior": prior,
+            # Bernoulli NLL of X under Dec(Z), summed per image: the pixel_weight term.
+            "pixel": F.binary_cross_entropy_with_logits(logits_tilde, x, reduction="none")
+            .flatten(1)
+            .sum(1)
+            .mean(),
             "llike": llike,
             "gan_d": gan_d,
             "gan_dec": gan_dec,
@@ -159,6 +171,11 @@ class VAEGAN(GenerativeModel):
             "bce_real": F.softplus(-d_x).mean(),
             "bce_prior": F.softplus(d_p).mean(),
         }
+
+    def encoder_loss(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:
+        return (
+            self.cfg.beta * terms["prior"] + terms["llike"] + self.cfg.pixel_weight * terms["pixel"]
+        )
 
     def gate(self, terms: dict[str, torch.Tensor]) -> tuple[bool, bool]:
         """(train D, train the decoder's GAN term), from D's BCE on real and prior batches.
@@ -180,20 +197,21 @@ class VAEGAN(GenerativeModel):
     def training_step(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         terms = self.losses(x)
         train_d, train_dec = self.gate(terms)
-        decoder_loss = self.cfg.gamma * terms["llike"]
+        pixel = self.cfg.pixel_weight * terms["pixel"]
+        decoder_loss = self.cfg.gamma * terms["llike"] + pixel
         if train_dec:
             decoder_loss = decoder_loss + terms["gan_dec"]
         norms = self.update(
             {
-                "encoder": self.cfg.beta * terms["prior"] + terms["llike"],
+                "encoder": self.encoder_loss(terms),
                 "decoder": decoder_loss,
                 "discriminator": terms["gan_d"],
             },
             skip=set() if train_d else {"discriminator"},
         )
         logs = {k: v.detach() for k, v in terms.items() if not k.startswith("bce")}
-        logs["gate_d"] = torch.tensor(float(train_d))
-        logs["gate_dec"] = torch.tensor(float(train_dec))
+        logs["gate_d"] = x.new_tensor(float(train_d))  # on the model's device, like the rest
+        logs["gate_dec"] = x.new_tensor(float(train_dec))
         for name, norm in norms.items():
             logs[f"grad_norm_{name}"] = norm
         return logs
@@ -204,7 +222,8 @@ class VAEGAN(GenerativeModel):
         # Pixel-space error of the mean reconstruction: comparable across models and runs.
         mse = (self.decode(mu) - x).pow(2).flatten(1).sum(1).mean()
         return {
-            "loss": self.cfg.beta * terms["prior"] + terms["llike"],
+            "loss": self.encoder_loss(terms),
+            "pixel": terms["pixel"],
             "prior": terms["prior"],
             "llike": terms["llike"],
             "recon_mse": mse,

@@ -1,0 +1,256 @@
+"""Network families and training recipes: shapes, one step, warm start, resume, the maths."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from gentrain.errors import ConfigError
+from gentrain.models.adversarial import r1_penalty
+from gentrain.models.augment import augment, cutout, parse_policy, translation
+from gentrain.models.gan import GAN, GANConfig
+from gentrain.models.nets import FAMILIES, ConvDecoder, ConvEncoder
+from gentrain.models.vae import VAE, VAEConfig, discretized_logistic_nll, free_bits_kl
+from gentrain.models.vaegan import VAEGAN, VAEGANConfig
+from gentrain.optim import OptimizerConfig, OptimizerFactory
+from gentrain.train import train
+from gentrain.warm_start import warm_start
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize(("shape", "sides"), [((1, 28, 28), [14, 7]), ((3, 32, 32), [16, 8, 4])])
+def test_every_family_maps_images_to_vectors_and_back(family, shape, sides):
+    encoder = ConvEncoder(shape, 8, 5, norm="batch", spectral_norm=True, family=family, depth=1)
+    decoder = ConvDecoder(shape, 8, 3, family=family, depth=1)
+    x = torch.rand(2, *shape)
+    assert encoder(x).shape == (2, 5)
+    assert encoder.num_blocks == len(sides)
+    for layer, side in enumerate(sides, start=1):
+        _, features = encoder.forward_with_features(x, layer)
+        assert features.shape[-2:] == (side, side)
+    assert decoder(torch.randn(2, 3)).shape == (2, *shape)
+
+
+def test_64px_images_get_four_levels_in_the_resnet():
+    encoder = ConvEncoder((3, 64, 64), 8, 1, family="resnet", depth=0)
+    assert encoder.num_blocks == 4
+    assert ConvDecoder((3, 64, 64), 8, 4, family="resnet", depth=0)(torch.randn(1, 4)).shape == (
+        1,
+        3,
+        64,
+        64,
+    )
+
+
+@pytest.mark.parametrize("family", ["dcgan_deep", "resnet"])
+def test_depth_adds_layers(family):
+    def count(depth):
+        return sum(
+            p.numel()
+            for p in ConvDecoder((1, 28, 28), 8, 4, family=family, depth=depth).parameters()
+        )
+
+    assert count(0) < count(1) < count(2)
+
+
+def test_unknown_family_lists_the_valid_ones():
+    with pytest.raises(ConfigError, match="available: dcgan, dcgan_deep, resnet"):
+        GANConfig(family="stylegan")
+    with pytest.raises(ConfigError, match="model.depth must be >= 0"):
+        VAEConfig(depth=-1)
+
+
+def _optimised(model):
+    model.configure_optimizers(OptimizerFactory(OptimizerConfig(name="adam", lr=1e-3), 10))
+    return model
+
+
+MODELS = {
+    "vae": lambda family: VAE(
+        VAEConfig(
+            family=family, width=4, latent_dim=3, likelihood="discretized_logistic", free_bits=0.1
+        ),
+        (1, 16, 16),
+    ),
+    "gan": lambda family: GAN(
+        GANConfig(
+            family=family,
+            width=4,
+            latent_dim=3,
+            loss="hinge",
+            d_norm="none",
+            spectral_norm=True,
+            r1_gamma=1.0,
+            augment=["translation", "cutout"],
+        ),
+        (1, 16, 16),
+    ),
+    "vaegan": lambda family: VAEGAN(
+        VAEGANConfig(family=family, width=4, latent_dim=3, spectral_norm=True), (1, 16, 16)
+    ),
+}
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("name", list(MODELS))
+def test_one_step_of_every_model_with_every_family(name, family):
+    torch.manual_seed(0)
+    model = _optimised(MODELS[name](family))
+    before = {k: v.clone() for k, v in model.named_parameters()}
+    x = torch.rand(8, 1, 16, 16)
+    logs = model.training_step(x)
+    for key, value in logs.items():  # scalars on the batch's device, ready to log
+        assert value.dim() == 0 and value.device == x.device, key
+        assert torch.isfinite(value), key
+    moved = [k for k, v in model.named_parameters() if not torch.equal(v, before[k])]
+    assert any("decoder" in k or "generator" in k for k in moved)
+    if name != "vae":
+        assert any(k.startswith("discriminator") for k in moved)
+    assert model.sample(torch.randn(4, 3)).shape == (4, 1, 16, 16)
+
+
+def test_r1_penalty_of_a_linear_critic_is_its_squared_weight_norm():
+    weight = torch.tensor([[1.0, -2.0], [0.5, 3.0]])
+    real = torch.rand(5, 1, 2, 2, requires_grad=True)
+    scores = (real.squeeze(1) * weight).sum((1, 2))
+    assert torch.allclose(r1_penalty(scores, real), weight.pow(2).sum())
+
+
+def test_r1_is_logged_and_trains_d_towards_a_flat_critic():
+    torch.manual_seed(0)
+    model = _optimised(
+        GAN(GANConfig(width=4, latent_dim=3, d_norm="none", r1_gamma=10.0), (1, 16, 16))
+    )
+    assert "r1_penalty" in model.training_step(torch.rand(8, 1, 16, 16))
+
+
+def test_diffaugment_translation_moves_whole_pixels_and_passes_gradients():
+    torch.manual_seed(0)
+    x = torch.arange(1.0, 65.0).view(1, 1, 8, 8).repeat(16, 1, 1, 1).requires_grad_(True)
+    shifted = translation(x)
+    for image in shifted.detach():
+        kept = image[image > 0]
+        # Every kept value is an original pixel, and neighbours stay neighbours.
+        assert set(kept.tolist()) <= set(range(1, 65))
+        assert len(kept) >= 6 * 6  # at most 1 px each way for an 8 px side (1/8)
+    shifted.sum().backward()
+    assert x.grad is not None and x.grad.sum() > 0
+    assert not all(torch.equal(s, x[0]) for s in shifted.detach())  # really random
+
+
+def test_diffaugment_cutout_zeroes_one_square_of_half_the_side():
+    torch.manual_seed(0)
+    out = cutout(torch.ones(32, 1, 8, 8))
+    zeros = (out == 0).flatten(1).sum(1)
+    assert (zeros > 0).all() and (zeros <= 16).all()
+    assert (zeros == 16).any()  # a square fully inside is 4 x 4
+
+
+def test_unknown_augmentation_lists_the_valid_ones():
+    with pytest.raises(ConfigError, match="available: translation, cutout"):
+        parse_policy(["translation", "color"])
+    assert parse_policy(["translation", "cutout"]) == ("translation", "cutout")
+    assert torch.equal(augment(torch.ones(2, 1, 4, 4), ()), torch.ones(2, 1, 4, 4))
+
+
+def test_discretized_logistic_is_a_distribution_over_the_256_grey_levels():
+    levels = torch.arange(256.0).view(256, 1, 1, 1) / 255
+    for mean, log_scale in [(0.3, -3.0), (0.999, -6.0), (0.5, 1.0)]:
+        logits = torch.full_like(levels, math.log(mean / (1 - mean)))
+        nll = discretized_logistic_nll(logits, levels, torch.tensor(log_scale))
+        assert torch.isfinite(nll).all()
+        assert math.isclose(float((-nll).exp().sum()), 1.0, abs_tol=2e-3)
+
+
+def test_free_bits_floor_only_the_penalised_kl():
+    mu = torch.tensor([[0.0, 3.0], [0.1, 3.0]], requires_grad=True)
+    logvar = torch.zeros(2, 2)
+    penalised = free_bits_kl(mu, logvar, free_bits=1.0)
+    # Dimension 0 carries ~0.0025 nats, under the floor: counted as 1.0, no gradient.
+    assert math.isclose(float(penalised.detach()), 1.0 + 4.5, rel_tol=1e-6)
+    penalised.backward()
+    assert torch.all(mu.grad[:, 0] == 0) and torch.all(mu.grad[:, 1] != 0)
+
+
+def test_iwae_nll_decodes_in_chunks_without_changing_the_estimate(monkeypatch):
+    torch.manual_seed(0)
+    model = VAE(VAEConfig(width=4, latent_dim=3), (1, 16, 16)).eval()
+    x = torch.rand(3, 1, 16, 16)
+    torch.manual_seed(1)
+    whole = model.importance_weighted_nll(x, 20)
+    monkeypatch.setattr(VAE, "IWAE_IMAGES_PER_PASS", 7)  # chunks of 2 samples of 3 images
+    torch.manual_seed(1)
+    assert torch.allclose(model.importance_weighted_nll(x, 20), whole, atol=1e-5)
+
+
+def _tiny(make_config, out, *overrides):
+    return train(
+        make_config(
+            "model.width=4",
+            "dataset.limit=128",
+            "trainer.max_steps=null",
+            "eval.enabled=false",
+            *overrides,
+            output_dir=out,
+        )
+    )
+
+
+@pytest.mark.parametrize("family", ["dcgan_deep", "resnet"])
+def test_warm_start_between_matching_families(make_config, tmp_path, family):
+    arch = [f"model.family={family}", "model.latent_dim=4", "model.encoder_norm=batch"]
+    _tiny(make_config, tmp_path / "vae", "model=vae", *arch, "trainer.max_epochs=1")
+    model = VAEGAN(
+        VAEGANConfig(family=family, width=4, latent_dim=4, encoder_norm="batch"), (1, 28, 28)
+    )
+    warm_start(model, tmp_path / "vae")
+    source = torch.load(tmp_path / "vae" / "checkpoints" / "last.ckpt", weights_only=True)
+    for key, value in model.state_dict().items():
+        if key.startswith(("encoder.", "decoder.")):
+            assert torch.equal(value, source["model"][key]), key
+    other = "dcgan" if family == "resnet" else "resnet"
+    mismatched = VAEGAN(VAEGANConfig(family=other, width=4, latent_dim=4), (1, 28, 28))
+    with pytest.raises(ConfigError):
+        warm_start(mismatched, tmp_path / "vae")
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        [
+            "model=gan",
+            "model.family=dcgan_deep",
+            "model.d_norm=none",
+            "model.spectral_norm=true",
+            "model.r1_gamma=1.0",
+            "model.augment=[translation,cutout]",
+            "model.loss=hinge",
+        ],
+        [
+            "model=vae",
+            "model.family=resnet",
+            "model.likelihood=discretized_logistic",
+            "model.free_bits=0.05",
+        ],
+    ],
+    ids=["gan-deep-recipes", "vae-resnet-logistic"],
+)
+def test_new_families_and_recipes_resume_bit_identically(make_config, tmp_path, overrides):
+    common = [*overrides, "trainer.checkpoint_every_n_steps=3"]
+    _tiny(make_config, tmp_path / "straight", *common, "trainer.max_epochs=2")
+    _tiny(make_config, tmp_path / "first", *common, "trainer.max_epochs=1")
+    first = tmp_path / "first" / "checkpoints" / "last.ckpt"
+    _tiny(
+        make_config,
+        tmp_path / "resumed",
+        *common,
+        "trainer.max_epochs=2",
+        f"trainer.resume={first}",
+    )
+    a = torch.load(tmp_path / "straight" / "checkpoints" / "last.ckpt", weights_only=True)
+    b = torch.load(tmp_path / "resumed" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert a["step"] == b["step"] == 8
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
