@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import time
 from pathlib import Path
@@ -156,6 +157,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("outputs/benchmark_quality"))
     parser.add_argument("overrides", nargs="*", help="extra gentrain overrides for every run")
     args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     out = args.out / time.strftime("%Y-%m-%d_%H-%M-%S")
     out.mkdir(parents=True, exist_ok=True)
 

@@ -242,7 +242,7 @@ def test_every_arm_takes_the_command_line_dataset_and_shares_one_latent_size(tmp
         overrides = [o for o in run.overrides if not o.startswith("hydra.")]
         cfg = compose_config([*overrides, f"paths.output_dir={run.run_dir}"])
         assert cfg.dataset.name == "fashion_mnist", run.key
-        assert cfg.model.latent_dim == 16, run.key  # the grids' shared noise needs this
+        assert cfg.model.latent_dim == 32, run.key  # the grids' shared noise needs this
 
 
 def test_a_cell_says_how_many_seeds_it_averages():

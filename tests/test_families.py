@@ -70,7 +70,12 @@ def _optimised(model):
 MODELS = {
     "vae": lambda family: VAE(
         VAEConfig(
-            family=family, width=4, latent_dim=3, likelihood="discretized_logistic", free_bits=0.1
+            family=family,
+            width=4,
+            latent_dim=3,
+            likelihood="discretized_logistic",
+            binarize=False,
+            free_bits=0.1,
         ),
         (1, 16, 16),
     ),
@@ -232,6 +237,7 @@ def test_warm_start_between_matching_families(make_config, tmp_path, family):
             "model=vae",
             "model.family=resnet",
             "model.likelihood=discretized_logistic",
+            "model.binarize=false",
             "model.free_bits=0.05",
         ],
     ],

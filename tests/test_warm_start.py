@@ -25,7 +25,7 @@ def tiny_run(out, data_dir, cache_dir, *overrides):
 @pytest.fixture(scope="module")
 def vae_run(tmp_path_factory, data_dir, cache_dir):
     out = tmp_path_factory.mktemp("vae")
-    return tiny_run(out, data_dir, cache_dir, "model.latent_dim=4", "model.encoder_norm=batch")
+    return tiny_run(out, data_dir, cache_dir, "model.latent_dim=4")
 
 
 def _vae_weights(run):

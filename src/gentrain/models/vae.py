@@ -28,8 +28,8 @@ LIKELIHOODS = ("bernoulli", "continuous_bernoulli", "discretized_logistic", "gau
 @dataclass
 class VAEConfig:
     name: str = "vae"
-    latent_dim: int = 16
-    family: str = "dcgan"  # dcgan | dcgan_deep | resnet (see models/nets.py)
+    latent_dim: int = 32
+    family: str = "dcgan_deep"  # dcgan | dcgan_deep | resnet (see models/nets.py)
     width: int = 32  # channels of the first conv level; doubles per level
     depth: int = 1  # dcgan_deep / resnet: extra 3x3 convs / residual blocks per level
     # bernoulli (BCE) | continuous_bernoulli | discretized_logistic (8-bit pixels, learned
@@ -40,8 +40,8 @@ class VAEConfig:
     kl_warmup_steps: int = 0  # beta ramps linearly from 0 over this many steps
     free_bits: float = 0.0  # nats per latent dimension below which KL is not penalised
     decoder_norm: str = "batch"  # batch | none
-    encoder_norm: str = "none"  # batch | none (batch matches a VAE-GAN's encoder, for init_from)
-    binarize: bool = False  # dynamic binarisation: train on x ~ Bernoulli(pixels)
+    encoder_norm: str = "none"  # batch | none (none matches the VAE-GAN's, for init_from)
+    binarize: bool = True  # dynamic binarisation: train on x ~ Bernoulli(pixels)
 
     def __post_init__(self) -> None:
         if self.likelihood not in LIKELIHOODS:
@@ -57,7 +57,10 @@ class VAEConfig:
         if self.beta < 0 or self.kl_warmup_steps < 0 or self.free_bits < 0:
             raise ConfigError("model.beta, model.kl_warmup_steps and model.free_bits must be >= 0")
         if self.binarize and self.likelihood != "bernoulli":
-            raise ConfigError("model.binarize=true needs model.likelihood=bernoulli")
+            raise ConfigError(
+                f"model.likelihood={self.likelihood} models grey levels, but model.binarize=true "
+                "(the default) trains on binarised pixels; add model.binarize=false"
+            )
 
 
 def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:

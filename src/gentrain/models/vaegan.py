@@ -46,21 +46,21 @@ from gentrain.registry import MODELS
 @dataclass
 class VAEGANConfig:
     name: str = "vaegan"
-    latent_dim: int = 16
-    family: str = "dcgan"  # dcgan | dcgan_deep | resnet, for all three networks
+    latent_dim: int = 32
+    family: str = "dcgan_deep"  # dcgan | dcgan_deep | resnet, for all three networks
     width: int = 32  # channels of the first conv level of each network; doubles per level
     depth: int = 1  # dcgan_deep / resnet: extra 3x3 convs / residual blocks per level
-    beta: float = 5.0  # weight on L_prior in the encoder's loss (the paper: 1)
+    beta: float = 1.0  # weight on L_prior in the encoder's loss (the paper's 1)
     gamma: float = 1.0  # weight on L_llike in the decoder's loss (the paper's gamma)
     # Weight of a pixel-space Bernoulli NLL added to the encoder's and decoder's losses
     # (0: the paper, features only). It anchors reconstructions to the input's pixels.
-    pixel_weight: float = 0.0
+    pixel_weight: float = 1.0
     feature_layer: int = -1  # Dis_l: 1-based conv block of D; negative counts from the end
     gan_loss: str = "nonsaturating"  # nonsaturating | saturating (the paper's log(1 - D))
-    d_norm: str = "batch"  # batch | none: normalisation inside D
-    spectral_norm: bool = False  # spectral normalisation on every D layer
-    encoder_norm: str = "batch"  # batch | none (none matches a default VAE, for init_from)
-    equilibrium_gate: bool = True  # skip D / the decoder's GAN term when one side wins
+    d_norm: str = "none"  # batch | none: normalisation inside D
+    spectral_norm: bool = True  # spectral normalisation on every D layer
+    encoder_norm: str = "none"  # batch | none (none matches a default VAE, for init_from)
+    equilibrium_gate: bool = False  # skip D / the decoder's GAN term when one side wins
     equilibrium: float = 0.68  # target BCE of D (ln 2 = 0.69 is chance)
     margin: float = 0.35
 
@@ -118,7 +118,8 @@ class VAEGAN(GenerativeModel):
         return cls(cfg, image_shape)
 
     def configure_optimizers(self, factory: OptimizerFactory) -> None:
-        recommended = {"lr": 3e-4, "betas": (0.5, 0.999)}  # the paper: RMSprop, lr 3e-4
+        # The GAN's Adam settings (the paper: RMSprop, lr 3e-4, with a BatchNorm D).
+        recommended = {"lr": 2e-4, "betas": (0.5, 0.999)}
         self.add_optimizer(factory, "encoder", self.encoder, recommended)
         self.add_optimizer(factory, "decoder", self.decoder, recommended)
         self.add_optimizer(factory, "discriminator", self.discriminator, recommended)
