@@ -84,7 +84,7 @@ def test_cli_rejects_bad_config_before_training(data_dir, tmp_path):
     assert "optimizer.lr must be positive" in output
     assert "Traceback" not in output
     assert not (run_dir / "checkpoints").exists()
-    assert not (run_dir / "tb").exists()
+    assert not list(run_dir.glob("events.out.tfevents.*"))
 
 
 def test_unhandled_image_size_is_a_config_error(make_config):

@@ -57,7 +57,7 @@ def test_multirun_summarises_jobs_and_survives_a_failing_one(data_dir, cache_dir
     assert "2 of 4 jobs failed" in output
 
     for name in (names[0], names[2]):  # HParams: one row per job in TensorBoard
-        events = EventAccumulator(str(sweep_dir / name / "tb")).Reload()
+        events = EventAccumulator(str(sweep_dir / name)).Reload()
         assert "_hparams_/session_start_info" in events.PluginTagToContent("hparams")
 
 

@@ -1,6 +1,6 @@
 """``gentrain-eval``: sample-quality and likelihood metrics of a trained checkpoint.
 
-    gentrain-eval outputs/runs/2026-11-22/10-00-00            # a run dir or a .ckpt
+    gentrain-eval outputs/runs/2026-11-22/vae-mnist-10-00-00  # a run dir or a .ckpt
     gentrain-eval RUN --num-samples 10000 --nll-samples 1000 --device cuda
 
 Prints a table with the real-data floor beside FID and KID, and writes ``eval.json`` in

@@ -88,7 +88,7 @@ def find_resume_checkpoint(resume: str | None, output_dir: Path) -> Path | None:
     """``trainer.resume``: null, ``auto`` or a path, turned into a checkpoint path.
 
     ``auto`` takes this run directory's ``checkpoints/last.ckpt`` if it has one, else the
-    newest ``last.ckpt`` of the sibling runs (``outputs/runs/<date>/<time>``); with none,
+    newest ``last.ckpt`` of the sibling runs (``outputs/runs/<date>/<run>``); with none,
     training starts fresh.
     """
     if resume is None:
@@ -183,7 +183,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         metrics = trainer.fit(model, data, run.optimizer, resume_from=resume_from)
         # Everything the run spent: data, training, evaluation, earlier processes if resumed.
         metrics["time/wall_seconds"] = wall_clock.seconds
-        logger.log_hparams(flat_hparams(cfg), {k: v for k, v in metrics.items() if "/" in k})
+        logger.log_hparams(flat_hparams(cfg), metrics, first_metric=run.optimized_metric)
     finally:
         logger.close()
 

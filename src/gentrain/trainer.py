@@ -221,7 +221,6 @@ class Trainer:
                         shown = {k: float(v) / window_steps for k, v in sums.items()}
                         scalars = {f"train/{k}": v for k, v in shown.items()}
                         scalars["train/images_per_sec"] = images_per_sec
-                        scalars["epoch"] = self.epoch + self.batch_in_epoch / len(loader)
                         for network, scheduler in model.schedulers.items():
                             scalars[f"lr/{network}"] = scheduler.get_last_lr()[0]
                         self.logger.log_scalars(scalars, self.step)
@@ -250,6 +249,7 @@ class Trainer:
                     if self.epoch % self.eval_every_n_epochs == 0 or last_epoch:
                         metrics.update(self._evaluate(model, final=last_epoch))
                     self._record_history(metrics)
+                    self.logger.log_layout()  # every kind of tag is known now
                     self._log_grids(model)
                     self._save(model)
                     window_start += time.perf_counter() - pause  # keep eval out of images/s
@@ -263,6 +263,7 @@ class Trainer:
             if not stop:
                 metrics.update(self._evaluate(model, final=True))
             self._record_history(metrics)
+            self.logger.log_layout()
             self._log_grids(model)
         if self._saved_step != self.step:
             self._save(model)
