@@ -24,7 +24,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -192,7 +192,11 @@ def check_runs(runs: list[Run], time_budget: bool = False) -> RunConfig:
         target = build_model(configs[run.arm.name].model, data.image_shape)
         with torch.no_grad():
             plan_warm_start(
-                target, type(source).__name__, source.state_dict(), f"<arm {source_name}>"
+                target,
+                type(source).__name__,
+                source.state_dict(),
+                f"<arm {source_name}>",
+                asdict(configs[source_name].model),
             )
     return first
 
