@@ -142,7 +142,7 @@ def test_parallel_local_launcher_runs_jobs(data_dir, cache_dir, tmp_path):
         ("hparams_search=gan_optuna", "OptunaSweeper"),
     ],
 )
-def test_launcher_and_search_presets_compose(override, target, data_dir):
+def test_launcher_and_search_presets_compose(override, target):
     from hydra import compose, initialize_config_dir
 
     from gentrain.train import config_dir
