@@ -40,6 +40,7 @@ def test_constants_are_a_text_table_not_curves(vaegan_events):
     scalars = set(vaegan_events.Tags()["scalars"])
     assert "val/fid" in scalars and "train/llike" in scalars
     assert "epoch" not in scalars
+    assert not [t for t in scalars if t.startswith(("lr/", "time/"))]  # constant lr: config
     assert not [t for t in scalars if t.startswith("eval/")], scalars
     table = vaegan_events.Tensors("evaluation/text_summary")
     text = table[-1].tensor_proto.string_val[0].decode()
@@ -63,22 +64,24 @@ def test_custom_scalars_chart_each_network_d_outputs_fid_floor_and_lr(vaegan_eve
         "losses by network",
         "discriminator outputs",
         "FID vs floor",
-        "learning rates",
         "gradient norms",
+    ]  # no "learning rates": this run's rate is constant, so it logged no lr/* curves
+    assert list(layout["losses by network"]) == [
+        "prior (encoder)",
+        "llike (encoder, decoder)",
+        "gan_dec (decoder)",
+        "gan_d (discriminator)",
     ]
-    assert set(layout["losses by network"]) == {"encoder", "decoder", "discriminator"}
     logged = set(vaegan_events.Tags()["scalars"])
 
     def charted(category, chart):
         (pattern,) = layout[category][chart]
         return {t for t in logged if re.search(pattern, t)}
 
-    assert charted("losses by network", "discriminator") == {"train/gan_d", "val/gan_d"}
-    assert charted("losses by network", "decoder") == {
+    assert charted("losses by network", "gan_d (discriminator)") == {"train/gan_d", "val/gan_d"}
+    assert charted("losses by network", "llike (encoder, decoder)") == {
         "train/llike",
         "val/llike",
-        "train/gan_dec",
-        "val/gan_dec",
     }
     assert charted("discriminator outputs", "train") == {
         "train/d_real",
@@ -86,17 +89,15 @@ def test_custom_scalars_chart_each_network_d_outputs_fid_floor_and_lr(vaegan_eve
         "train/d_prior",
     }
     assert charted("FID vs floor", "FID") == {"val/fid", "val/fid_floor"}
-    assert charted("learning rates", "lr") == {
-        "lr/encoder",
-        "lr/decoder",
-        "lr/discriminator",
-    }
 
 
 def test_layout_has_only_charts_for_logged_tags():
-    layout = scalar_layout({"train/loss", "val/loss", "lr/vae", "val/fid"})
+    layout = scalar_layout({"train/loss", "val/loss", "lr/vae", "val/fid"}, ["vae"])
     assert set(layout) == {"losses by network", "FID vs floor", "learning rates"}
-    assert layout["losses by network"]["vae"] == ["Multiline", [r"^(train/loss|val/loss)$"]]
+    assert layout["losses by network"] == {
+        "loss (vae)": ["Multiline", [r"^(train/loss|val/loss)$"]]
+    }
+    assert layout["learning rates"] == {"lr": ["Multiline", [r"^(lr/vae)$"]]}
     assert layout["FID vs floor"] == {"FID": ["Multiline", [r"^(val/fid)$"]]}
 
 
@@ -108,11 +109,9 @@ def test_hparams_lead_with_the_model_its_knobs_lr_batch_seed_and_the_optimised_m
     # The order the HParams dashboard shows (it sorts the columns itself).
     backend_context._sort_and_reduce_to_hparams_limit(experiment)
     names = [info.name for info in experiment.hparam_infos]
-    leading = names[: names.index("trainer.batch_size") + 1]
-    assert leading[0] == "model"
-    assert {"model.gamma", "model.latent_dim", "model.width", "model.parameters"} <= set(leading)
-    assert leading[-3:] == ["optimizer.lr", "seed", "trainer.batch_size"]
-    assert not [n for n in leading if n.startswith(("dataset", "device", "eval", "paths"))]
+    # The dashboard shows the first five: the model, the knob set away from its default
+    # (model.width=8), the learning rate, seed and batch size.
+    assert names[:5] == ["model", "model.width", "optimizer.lr", "seed", "trainer.batch_size"]
     assert "dataset" in names and "/" not in "".join(names)  # override names: optimizer.lr
     metrics = [info.name.tag for info in experiment.metric_infos]
     assert metrics[0] == "val/fid"
@@ -122,3 +121,16 @@ def test_hparams_lead_with_the_model_its_knobs_lr_batch_seed_and_the_optimised_m
     )
     assert start.hparams["model"].string_value == "vaegan"
     assert start.hparams["model.width"].number_value == 8
+
+
+def test_without_changed_knobs_the_latent_size_leads():
+    from gentrain.dashboard import hparams_for
+
+    flat = {"model/name": "vae", "model/latent_dim": 16, "model/beta": 1.0, "seed": 0}
+    flat.update({"optimizer/lr": 2e-4, "trainer/batch_size": 128, "dataset/name": "mnist"})
+    values, leading = hparams_for(flat, {"model/parameters": 1234.0})
+    assert leading == {"model", "model.latent_dim", "optimizer.lr", "trainer.batch_size", "seed"}
+    assert values["model"] == "vae" and values["dataset"] == "mnist"
+    assert values["model.parameters"] == 1234
+    _, leading = hparams_for(flat, {}, ["beta"])
+    assert "model.beta" in leading and "model.latent_dim" not in leading

@@ -21,10 +21,14 @@ class NullLogger:
 
     def log_text(self, tag: str, text: str, step: int = 0) -> None: ...
 
-    def log_layout(self) -> None: ...
+    def log_layout(self, networks: list[str]) -> None: ...
 
     def log_hparams(
-        self, hparams: dict[str, Any], metrics: dict[str, float], first_metric: str = ""
+        self,
+        hparams: dict[str, Any],
+        metrics: dict[str, float],
+        first_metric: str = "",
+        changed_knobs: list[str] | None = None,
     ) -> None: ...
 
     def close(self) -> None: ...
@@ -72,10 +76,10 @@ class TensorBoardLogger(NullLogger):
     def log_text(self, tag: str, text: str, step: int = 0) -> None:
         self.writer.add_text(tag, text, step)
 
-    def log_layout(self) -> None:
+    def log_layout(self, networks: list[str]) -> None:
         """The Custom Scalars layout, from the tags logged so far, again whenever it grew
         (the trainer calls this after each validation; TensorBoard uses the latest)."""
-        layout = scalar_layout(self.tags)
+        layout = scalar_layout(self.tags, networks)
         if layout and layout != self._layout:
             from torch.utils.tensorboard.summary import custom_scalars
 
@@ -83,14 +87,19 @@ class TensorBoardLogger(NullLogger):
             self._layout = layout
 
     def log_hparams(
-        self, hparams: dict[str, Any], metrics: dict[str, float], first_metric: str = ""
+        self,
+        hparams: dict[str, Any],
+        metrics: dict[str, float],
+        first_metric: str = "",
+        changed_knobs: list[str] | None = None,
     ) -> None:
         """One HParams row: the config (``hparams``, flattened), led by the values that
-        distinguish runs, and the final ``metrics``, ``first_metric`` first."""
+        distinguish runs (see ``dashboard.hparams_for``), and the final ``metrics``,
+        ``first_metric`` first."""
         from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
         from torch.utils.tensorboard.summary import hparams as hparams_summaries
 
-        values, leading = hparams_for(hparams, metrics)
+        values, leading = hparams_for(hparams, metrics, changed_knobs)
         names = metric_order(metrics, first_metric)
         for name in names:  # HParams reads a metric's last scalar: log the ones not yet seen
             if name not in self.tags:
@@ -106,7 +115,6 @@ class TensorBoardLogger(NullLogger):
             self.writer.file_writer.add_summary(summary)
 
     def close(self) -> None:
-        self.log_layout()
         self.writer.close()
 
 

@@ -13,6 +13,7 @@ import os
 import random
 import signal
 import sys
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -131,6 +132,12 @@ def flat_hparams(cfg: DictConfig) -> dict[str, Any]:
     return out
 
 
+def changed_knobs(model_cfg: Any) -> list[str]:
+    """The model config's keys set away from that model's defaults: what sets a run apart."""
+    defaults = asdict(type(model_cfg)())
+    return [k for k, v in asdict(model_cfg).items() if k != "name" and defaults.get(k) != v]
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Validate ``cfg``, train, write ``metrics.json``; return the final metrics."""
     wall_clock = Stopwatch()
@@ -183,7 +190,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
         metrics = trainer.fit(model, data, run.optimizer, resume_from=resume_from)
         # Everything the run spent: data, training, evaluation, earlier processes if resumed.
         metrics["time/wall_seconds"] = wall_clock.seconds
-        logger.log_hparams(flat_hparams(cfg), metrics, first_metric=run.optimized_metric)
+        logger.log_hparams(
+            flat_hparams(cfg), metrics, run.optimized_metric, changed_knobs(run.model)
+        )
     finally:
         logger.close()
 
