@@ -45,6 +45,7 @@ def test_constants_are_a_text_table_not_curves(vaegan_events):
     table = vaegan_events.Tensors("evaluation/text_summary")
     text = table[-1].tensor_proto.string_val[0].decode()
     assert "| eval/classifier_accuracy |" in text and "| eval/num_generated | 64 |" in text
+    assert "| lr/discriminator |" in text  # the constant rates, once
 
 
 def _layout(events) -> dict[str, dict[str, list[str]]]:
@@ -121,6 +122,8 @@ def test_hparams_lead_with_the_model_its_knobs_lr_batch_seed_and_the_optimised_m
     )
     assert start.hparams["model"].string_value == "vaegan"
     assert start.hparams["model.width"].number_value == 8
+    # optimizer.lr is null in the config (the model's choice): the column shows the rate used
+    assert start.hparams["optimizer.lr"].number_value > 0
 
 
 def test_without_changed_knobs_the_latent_size_leads():

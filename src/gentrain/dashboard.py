@@ -70,7 +70,10 @@ def scalar_layout(tags: set[str], networks: list[str]) -> dict[str, dict[str, li
 
 
 def hparams_for(
-    flat: dict[str, Any], metrics: dict[str, float], changed_knobs: list[str] | None = None
+    flat: dict[str, Any],
+    metrics: dict[str, float],
+    changed_knobs: list[str] | None = None,
+    learning_rates: dict[str, float] | None = None,
 ) -> tuple[dict[str, Any], set[str]]:
     """(HParams values, the names that lead the table) from the flattened config.
 
@@ -79,9 +82,15 @@ def hparams_for(
     the model's defaults (``changed_knobs``; else ``model.latent_dim``), the learning
     rate, batch size and seed. TensorBoard sorts the columns by "differs" and then by
     name and shows the first five, so these are marked as differing
-    (``hparam_infos[].differs``).
+    (``hparam_infos[].differs``). ``optimizer.lr`` is the rate the networks got
+    (``learning_rates``: network -> rate; null in the config means the model's choice).
     """
     values = {name.replace("/", "."): value for name, value in flat.items()}
+    rates = sorted(set((learning_rates or {}).values()))
+    if len(rates) == 1:
+        values["optimizer.lr"] = rates[0]
+    elif rates:  # per-network rates: say which is which
+        values["optimizer.lr"] = ", ".join(f"{n} {r:g}" for n, r in learning_rates.items())
     values["model"] = values.pop("model.name", values.get("model"))
     values["dataset"] = values.pop("dataset.name", values.get("dataset"))
     if "model/parameters" in metrics:

@@ -29,6 +29,7 @@ class NullLogger:
         metrics: dict[str, float],
         first_metric: str = "",
         changed_knobs: list[str] | None = None,
+        learning_rates: dict[str, float] | None = None,
     ) -> None: ...
 
     def close(self) -> None: ...
@@ -92,14 +93,18 @@ class TensorBoardLogger(NullLogger):
         metrics: dict[str, float],
         first_metric: str = "",
         changed_knobs: list[str] | None = None,
+        learning_rates: dict[str, float] | None = None,
     ) -> None:
         """One HParams row: the config (``hparams``, flattened), led by the values that
         distinguish runs (see ``dashboard.hparams_for``), and the final ``metrics``,
-        ``first_metric`` first."""
+        ``first_metric`` first. Each network's learning rate also goes into the facts
+        table (a constant rate is not logged as a curve)."""
         from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
         from torch.utils.tensorboard.summary import hparams as hparams_summaries
 
-        values, leading = hparams_for(hparams, metrics, changed_knobs)
+        values, leading = hparams_for(hparams, metrics, changed_knobs, learning_rates)
+        if learning_rates:
+            self._log_facts({f"lr/{n}": r for n, r in learning_rates.items()}, self.last_step)
         names = metric_order(metrics, first_metric)
         for name in names:  # HParams reads a metric's last scalar: log the ones not yet seen
             if name not in self.tags:

@@ -190,8 +190,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
         metrics = trainer.fit(model, data, run.optimizer, resume_from=resume_from)
         # Everything the run spent: data, training, evaluation, earlier processes if resumed.
         metrics["time/wall_seconds"] = wall_clock.seconds
+        rates = {name: s.base_lrs[0] for name, s in model.schedulers.items()}
         logger.log_hparams(
-            flat_hparams(cfg), metrics, run.optimized_metric, changed_knobs(run.model)
+            flat_hparams(cfg), metrics, run.optimized_metric, changed_knobs(run.model), rates
         )
     finally:
         logger.close()
