@@ -250,7 +250,7 @@ def test_adversarial_models_log_what_practitioners_read(
     make_config, tmp_path, model, scalars, images
 ):
     out = tmp_path / "run"
-    overrides = [f"model={model}", "model.width=8", "optimizer.scheduler=cosine"]
+    overrides = [*f"model={model}".split(), "model.width=8", "optimizer.scheduler=cosine"]
     train(make_config(*overrides, output_dir=out))
     events = EventAccumulator(str(out), size_guidance={"images": 0}).Reload()
     assert scalars <= set(events.Tags()["scalars"])
