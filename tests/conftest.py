@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -16,17 +17,70 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def shared_data_dir() -> Path:
-    """GENTRAIN_DATA_DIR, else ../shared/datasets beside the checkout (never downloads)."""
+    """GENTRAIN_DATA_DIR, else ../shared/datasets beside the checkout."""
     env = os.environ.get("GENTRAIN_DATA_DIR")
     return Path(env) if env else REPO.parent / "shared" / "datasets"
 
 
+def download_dir() -> Path:
+    """Where tests fetch what is missing: the CLI's cache, ``$GENTRAIN_CACHE_DIR/datasets``
+    (default ``~/.cache/gentrain/datasets``), never the data directory (it may be shared)."""
+    cache = os.environ.get("GENTRAIN_CACHE_DIR") or "~/.cache/gentrain"
+    return Path(cache).expanduser() / "datasets"
+
+
+def has_raw(root: Path, folder: str) -> bool:
+    from gentrain.data.mnist import SPLIT_FILES, _find
+
+    stems = [stem for files in SPLIT_FILES.values() for stem in files]
+    return all(_find(root / folder / "raw", stem) is not None for stem in stems)
+
+
+def on_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def require_dataset(folder: str) -> Path:
+    """A data directory holding ``<folder>/raw`` (MNIST, FashionMNIST), for tests on real data.
+
+    Looked for in GENTRAIN_DATA_DIR (or ../shared/datasets), then in the download cache;
+    if missing, fetched once into that cache with torchvision (as the CLI does), unless
+    GENTRAIN_OFFLINE=1. Still missing: the test is skipped, saying what to provide; on CI
+    (CI=true), where the data must be present, it fails instead.
+    """
+    for root in (shared_data_dir(), download_dir()):
+        if has_raw(root, folder):
+            return root
+    if os.environ.get("GENTRAIN_OFFLINE", "") not in ("1", "true") and not on_ci():
+        from torchvision import datasets
+
+        from gentrain.data.mnist import _download
+        from gentrain.errors import DataNotFoundError
+
+        with contextlib.suppress(DataNotFoundError):  # no network: say what to provide
+            _download(getattr(datasets, folder), download_dir())
+        if has_raw(download_dir(), folder):
+            return download_dir()
+    message = (
+        f"real {folder} not found: looked in {shared_data_dir() / folder / 'raw'} and "
+        f"{download_dir() / folder / 'raw'}. Provide GENTRAIN_DATA_DIR=<dir> with "
+        f"<dir>/{folder}/raw/{{train,t10k}}-{{images-idx3,labels-idx1}}-ubyte.gz, "
+        "or run once with a network (tests fetch it into the cache)"
+    )
+    if on_ci():
+        pytest.fail(f"{message}; CI=true: data missing on CI is a failure, not a skip")
+    pytest.skip(message)
+
+
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
-    path = shared_data_dir()
-    if not (path / "MNIST" / "raw").is_dir():
-        pytest.fail(f"real MNIST not found under {path}; set GENTRAIN_DATA_DIR to the datasets dir")
-    return path
+    """A directory with real MNIST (see ``require_dataset``)."""
+    return require_dataset("MNIST")
+
+
+@pytest.fixture(scope="session")
+def fashion_data_dir() -> Path:
+    return require_dataset("FashionMNIST")
 
 
 def compose_config(overrides: list[str]) -> DictConfig:
@@ -40,21 +94,36 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("cache")
 
 
+def smoke_overrides(data_dir: Path, cache_dir: Path, output_dir: Path) -> list[str]:
+    return [
+        "debug=fast",
+        "device=cpu",
+        "dataset.download=false",
+        f"paths.data_dir={data_dir}",
+        f"paths.cache_dir={cache_dir}",
+        f"paths.output_dir={output_dir}",
+    ]
+
+
 @pytest.fixture
 def make_config(data_dir: Path, tmp_path: Path, cache_dir: Path) -> Callable[..., DictConfig]:
-    """Compose the smoke-run config (debug=fast, CPU, no download) plus ``overrides``."""
+    """Compose the smoke-run config (debug=fast, CPU, no download) plus ``overrides``,
+    on real MNIST (skipped, or failed on CI, without it: see ``require_dataset``)."""
 
     def make(*overrides: str, output_dir: Path | None = None) -> DictConfig:
-        return compose_config(
-            [
-                "debug=fast",
-                "device=cpu",
-                "dataset.download=false",
-                f"paths.data_dir={data_dir}",
-                f"paths.cache_dir={cache_dir}",
-                f"paths.output_dir={output_dir or tmp_path / 'run'}",
-                *overrides,
-            ]
-        )
+        out = output_dir or tmp_path / "run"
+        return compose_config([*smoke_overrides(data_dir, cache_dir, out), *overrides])
+
+    return make
+
+
+@pytest.fixture
+def compose_only(tmp_path: Path, cache_dir: Path) -> Callable[..., DictConfig]:
+    """``make_config`` for tests that compose and validate but never load data: they run
+    on a fresh clone without any dataset."""
+
+    def make(*overrides: str) -> DictConfig:
+        base = smoke_overrides(shared_data_dir(), cache_dir, tmp_path / "run")
+        return compose_config([*base, *overrides])
 
     return make

@@ -89,3 +89,67 @@ def test_sample_refuses_reconstruction_for_a_gan(tmp_path, data_dir, cache_dir, 
         sample.main([str(out), "--reconstruct", "--device", "cpu"])
     assert info.value.code == 2
     assert "gan has no encoder" in capsys.readouterr().out
+
+
+def test_sample_exports_a_png_per_image_and_an_npz_seeded_and_batched(vae_run, tmp_path):
+    import numpy as np
+
+    def npz(name, *extra):
+        path = tmp_path / name
+        sample.main([str(vae_run), "--device", "cpu", "-n", "10", *extra, "--output", str(path)])
+        with np.load(path) as data:
+            return data["arr_0"]
+
+    first = npz("a.npz", "--batch-size", "4")  # batches of 4, 4, 2
+    assert first.shape == (10, 28, 28, 3) and first.dtype == np.uint8  # NHWC, RGB
+    assert (first[..., 0] == first[..., 2]).all() and first.std() > 0  # grey, not blank
+    assert np.array_equal(first, npz("b.npz", "--batch-size", "4"))  # same seed, same images
+    assert not np.array_equal(first, npz("c.npz", "--batch-size", "4", "--seed", "1"))
+
+    folder = tmp_path / "pngs"
+    sample.main(
+        [str(vae_run), "--device", "cpu", "-n", "10", "--batch-size", "4"]
+        + ["--output", f"{folder}/"]
+    )
+    files = sorted(folder.iterdir())
+    assert [f.name for f in files] == [f"{i:06d}.png" for i in range(10)]
+    for index, path in enumerate(files):  # the same images as the array: lossless PNGs
+        with Image.open(path) as image:
+            assert image.mode == "L" and image.size == (28, 28)
+            assert np.array_equal(np.asarray(image), first[index, ..., 0])
+
+
+def test_sample_export_refuses_grid_options_and_unknown_suffixes(vae_run, tmp_path, capsys):
+    for args in (["--reconstruct", "--output", "x.npz"], ["--output", str(tmp_path / "x.jpg")]):
+        with pytest.raises(SystemExit) as info:
+            sample.main([str(vae_run), "--device", "cpu", *args])
+        assert info.value.code == 2
+    out = capsys.readouterr().out
+    assert "--interpolate and --reconstruct make grids" in out
+    assert "expected a .png file, a directory (ending in /) or a .npz file" in out
+
+
+@pytest.mark.parametrize(
+    "command", ["gentrain", "gentrain-eval", "gentrain-sample", "gentrain-compare"]
+)
+def test_every_help_opens_with_one_proper_sentence(command):
+    """The first line after argparse's usage block (Hydra's gentrain has none) says what
+    the command does: it starts with the command's name, reads as a sentence, and the
+    sentence ends with a full stop (no cut-off, no leftover markup)."""
+    import re
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    exe = shutil.which(command) or str(Path(sys.executable).parent / command)
+    result = subprocess.run([exe, "--help"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    text = result.stdout
+    if text.startswith("usage:"):
+        text = text.split("\n\n", 1)[1]  # skip the usage block
+    description = text.split("\n\n", 1)[0]
+    sentence = " ".join(description.split())
+    assert sentence.startswith(f"{command}: "), sentence
+    assert re.fullmatch(r"[\w-]+: [a-z][^`]*[a-z0-9)]\.", sentence), sentence
+    assert "examples" in result.stdout.lower()

@@ -21,9 +21,9 @@ def test_mnist_decodes_the_real_gz_files_in_place(data_dir):
     assert 0 < data.train.float().mean() < 255 and int(data.train.max()) == 255
 
 
-def test_fashion_mnist_loads(data_dir):
+def test_fashion_mnist_loads(fashion_data_dir):
     data = build_dataset(
-        DatasetConfig(name="fashion_mnist", root=str(data_dir), download=False, limit=100)
+        DatasetConfig(name="fashion_mnist", root=str(fashion_data_dir), download=False, limit=100)
     )
     assert data.train.shape == (100, 1, 28, 28) and data.image_shape == (1, 28, 28)
 

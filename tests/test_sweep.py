@@ -57,7 +57,7 @@ def test_multirun_summarises_jobs_and_survives_a_failing_one(data_dir, cache_dir
     assert "2 of 4 jobs failed" in output
 
     for name in (names[0], names[2]):  # HParams: one row per job in TensorBoard
-        events = EventAccumulator(str(sweep_dir / name / "tb")).Reload()
+        events = EventAccumulator(str(sweep_dir / name)).Reload()
         assert "_hparams_/session_start_info" in events.PluginTagToContent("hparams")
 
 
@@ -142,7 +142,7 @@ def test_parallel_local_launcher_runs_jobs(data_dir, cache_dir, tmp_path):
         ("hparams_search=gan_optuna", "OptunaSweeper"),
     ],
 )
-def test_launcher_and_search_presets_compose(override, target, data_dir):
+def test_launcher_and_search_presets_compose(override, target):
     from hydra import compose, initialize_config_dir
 
     from gentrain.train import config_dir

@@ -111,3 +111,39 @@ def test_a_warm_start_that_would_load_nothing_is_refused(vae_run):
     model.warm_start_sources = {"VAE": [("encoder.", "no_such_network.")]}
     with pytest.raises(ConfigError, match="nothing would be loaded"):
         plan_warm_start(model, "VAE", source, "<run>")
+
+
+def test_a_refusal_names_the_override_that_fixes_it_and_that_override_works(
+    tmp_path, data_dir, cache_dir, make_config
+):
+    """VAE -> VAE-GAN with different encoder norms, both set explicitly: the message says
+    exactly what to add, derived from the two configs, and adding it makes the run start."""
+    source = tiny_run(
+        tmp_path / "vae", data_dir, cache_dir, "model.latent_dim=4", "model.encoder_norm=none"
+    )
+    common = ["model=vaegan", "model.width=8", "model.latent_dim=4", "eval.enabled=false"]
+    with pytest.raises(ConfigError) as info:
+        train(make_config(*common, "model.encoder_norm=batch", f"init_from={source}"))
+    message = str(info.value)
+    assert "num_batches_tracked: not in the checkpoint" in message
+    assert "Fix: add model.encoder_norm=none to this command" in message
+    assert "model.beta" not in message and "model.width" not in message  # shape-neutral
+    metrics = train(
+        make_config(
+            *common,
+            "model.encoder_norm=none",
+            f"init_from={source}",
+            output_dir=tmp_path / "fixed",
+        )
+    )
+    assert metrics["step"] == 4
+
+
+def test_a_refusal_without_a_single_fixing_knob_keeps_the_general_advice(vae_run):
+    from gentrain.warm_start import plan_warm_start
+
+    source = torch.load(vae_run / "checkpoints" / "last.ckpt", weights_only=True)["model"]
+    model = VAEGAN(VAEGANConfig(width=8, latent_dim=4), (1, 32, 32))  # another image size
+    with pytest.raises(ConfigError, match="Fix: use the same image size") as info:
+        plan_warm_start(model, "VAE", source, "<run>", {"name": "vae", "beta": 2.0})
+    assert "model.beta" not in str(info.value)

@@ -1,10 +1,11 @@
-"""``gentrain-compare``: VAE vs GAN vs VAE-GAN, and a VAE turned into a VAE-GAN, trained on
-the same data with the same budget, seeds and evaluation, in one report.
+"""``gentrain-compare``: train VAE, GAN, VAE-GAN and a VAE turned into a VAE-GAN on the
+same data, with the same budget, seeds and evaluation, and compare them in one report.
 
-gentrain-compare                                  # MNIST, 3 epochs a model, seeds 0,1,2
-gentrain-compare --seconds 300 dataset=fashion_mnist
-gentrain-compare --out DIR                        # again: finished runs are kept, the rest resume
-gentrain-compare --report-only --out DIR          # rebuild the report from the run directories
+examples:
+  gentrain-compare                                  # MNIST, 3 epochs a model, seeds 0,1,2
+  gentrain-compare --seconds 300 dataset=fashion_mnist
+  gentrain-compare --out DIR                        # again: finished runs are kept, the rest resume
+  gentrain-compare --report-only --out DIR          # rebuild the report from the run directories
 
 Each run is an ordinary ``gentrain`` command (printed, and listed in the report), with its
 own directory under ``DIR/runs/<arm>/seed_<n>``; the report (``report.md``, ``report.html``,
@@ -24,13 +25,14 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
 
 from gentrain.checkpoint import atomic_write_bytes
+from gentrain.cli_help import command_parser
 from gentrain.config import RunConfig
 from gentrain.console import console, print_error, print_line
 from gentrain.errors import ConfigError, GentrainError
@@ -192,7 +194,11 @@ def check_runs(runs: list[Run], time_budget: bool = False) -> RunConfig:
         target = build_model(configs[run.arm.name].model, data.image_shape)
         with torch.no_grad():
             plan_warm_start(
-                target, type(source).__name__, source.state_dict(), f"<arm {source_name}>"
+                target,
+                type(source).__name__,
+                source.state_dict(),
+                f"<arm {source_name}>",
+                asdict(configs[source_name].model),
             )
     return first
 
@@ -417,10 +423,10 @@ def int_list(text: str) -> list[int]:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="gentrain-compare",
-        description=__doc__.splitlines()[0].strip("`"),
-        epilog="Any other argument is a gentrain override applied to every run, e.g. "
+    parser = command_parser(
+        "gentrain-compare",
+        __doc__,
+        epilog="Any other argument is a gentrain override applied to every run, e.g.\n"
         "dataset=fashion_mnist eval.num_samples=5000.",
     )
     parser.add_argument("overrides", nargs="*", help="gentrain overrides for every run")

@@ -1,7 +1,8 @@
-"""``gentrain-eval``: sample-quality and likelihood metrics of a trained checkpoint.
+"""``gentrain-eval``: measure the sample quality and likelihood of a trained checkpoint.
 
-    gentrain-eval outputs/runs/2026-11-22/10-00-00            # a run dir or a .ckpt
-    gentrain-eval RUN --num-samples 10000 --nll-samples 1000 --device cuda
+examples:
+  gentrain-eval outputs/runs/2026-11-22/vae-mnist-10-00-00  # a run dir or a .ckpt
+  gentrain-eval RUN --num-samples 10000 --nll-samples 1000 --device cuda
 
 Prints a table with the real-data floor beside FID and KID, and writes ``eval.json`` in
 the run directory (or ``--output``).
@@ -20,6 +21,7 @@ from rich.logging import RichHandler
 from rich.table import Table
 
 from gentrain.checkpoint import atomic_write_bytes
+from gentrain.cli_help import command_parser
 from gentrain.console import console, print_error, print_line
 from gentrain.errors import GentrainError
 from gentrain.evaluation import Evaluator
@@ -29,7 +31,7 @@ FLOORED = {"val/fid": "val/fid_floor", "val/kid": "val/kid_floor"}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="gentrain-eval", description=__doc__.splitlines()[0])
+    parser = command_parser("gentrain-eval", __doc__)
     parser.add_argument("checkpoint", help="run directory or .ckpt file")
     parser.add_argument("--num-samples", type=int, help="generated images (default: the run's)")
     parser.add_argument("--nll-samples", type=int, help="importance samples k of the VAE's NLL")

@@ -13,6 +13,7 @@ import os
 import random
 import signal
 import sys
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -88,7 +89,7 @@ def find_resume_checkpoint(resume: str | None, output_dir: Path) -> Path | None:
     """``trainer.resume``: null, ``auto`` or a path, turned into a checkpoint path.
 
     ``auto`` takes this run directory's ``checkpoints/last.ckpt`` if it has one, else the
-    newest ``last.ckpt`` of the sibling runs (``outputs/runs/<date>/<time>``); with none,
+    newest ``last.ckpt`` of the sibling runs (``outputs/runs/<date>/<run>``); with none,
     training starts fresh.
     """
     if resume is None:
@@ -129,6 +130,12 @@ def flat_hparams(cfg: DictConfig) -> dict[str, Any]:
 
     walk("", {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k != "hydra"})
     return out
+
+
+def changed_knobs(model_cfg: Any) -> list[str]:
+    """The model config's keys set away from that model's defaults: what sets a run apart."""
+    defaults = asdict(type(model_cfg)())
+    return [k for k, v in asdict(model_cfg).items() if k != "name" and defaults.get(k) != v]
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
@@ -183,7 +190,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
         metrics = trainer.fit(model, data, run.optimizer, resume_from=resume_from)
         # Everything the run spent: data, training, evaluation, earlier processes if resumed.
         metrics["time/wall_seconds"] = wall_clock.seconds
-        logger.log_hparams(flat_hparams(cfg), {k: v for k, v in metrics.items() if "/" in k})
+        rates = {name: s.base_lrs[0] for name, s in model.schedulers.items()}
+        logger.log_hparams(
+            flat_hparams(cfg), metrics, run.optimized_metric, changed_knobs(run.model), rates
+        )
     finally:
         logger.close()
 

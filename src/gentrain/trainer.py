@@ -165,6 +165,7 @@ class Trainer:
         model.to(self.device)
         factory = OptimizerFactory(optimizer_cfg, total_steps, cfg.gradient_clip_norm)
         model.configure_optimizers(factory)
+        lr_varies = optimizer_cfg.scheduler != "constant" or optimizer_cfg.warmup_steps > 0
         factory.check_networks()
 
         # Fixed inputs for the image grids: the same noise and validation images all run long.
@@ -221,9 +222,9 @@ class Trainer:
                         shown = {k: float(v) / window_steps for k, v in sums.items()}
                         scalars = {f"train/{k}": v for k, v in shown.items()}
                         scalars["train/images_per_sec"] = images_per_sec
-                        scalars["epoch"] = self.epoch + self.batch_in_epoch / len(loader)
                         for network, scheduler in model.schedulers.items():
-                            scalars[f"lr/{network}"] = scheduler.get_last_lr()[0]
+                            if lr_varies:  # a constant rate is in the config, not a curve
+                                scalars[f"lr/{network}"] = scheduler.get_last_lr()[0]
                         self.logger.log_scalars(scalars, self.step)
                         progress.update(
                             self.step, str(self.epoch + 1), images_per_sec, shown, force_line=True
@@ -250,6 +251,7 @@ class Trainer:
                     if self.epoch % self.eval_every_n_epochs == 0 or last_epoch:
                         metrics.update(self._evaluate(model, final=last_epoch))
                     self._record_history(metrics)
+                    self.logger.log_layout(list(model.schedulers))  # every tag known now
                     self._log_grids(model)
                     self._save(model)
                     window_start += time.perf_counter() - pause  # keep eval out of images/s
@@ -263,6 +265,7 @@ class Trainer:
             if not stop:
                 metrics.update(self._evaluate(model, final=True))
             self._record_history(metrics)
+            self.logger.log_layout(list(model.schedulers))
             self._log_grids(model)
         if self._saved_step != self.step:
             self._save(model)

@@ -14,13 +14,16 @@ Each model class says which checkpoints it can start from in ``warm_start_source
 from __future__ import annotations
 
 import logging
+from dataclasses import asdict, replace
 from pathlib import Path
+from typing import Any
 
 import torch
+from omegaconf import OmegaConf
 
 from gentrain.checkpoint import load_checkpoint
 from gentrain.errors import ConfigError, bulleted
-from gentrain.models import GenerativeModel
+from gentrain.models import GenerativeModel, build_model
 from gentrain.restore import checkpoint_path
 
 log = logging.getLogger("gentrain")
@@ -35,7 +38,10 @@ def warm_start(model: GenerativeModel, path: str | Path) -> str:
     ckpt = checkpoint_path(path)
     state = load_checkpoint(ckpt)
     source_class = str(state.get("model_class"))
-    updates, loaded_prefixes = plan_warm_start(model, source_class, state["model"], str(ckpt))
+    source_cfg = source_model_config(state)
+    updates, loaded_prefixes = plan_warm_start(
+        model, source_class, state["model"], str(ckpt), source_cfg
+    )
     model.load_state_dict(updates, strict=False)
     target_weights = model.state_dict()
     fresh = sorted({k.split(".")[0] for k in target_weights} - {k.split(".")[0] for k in updates})
@@ -48,14 +54,26 @@ def warm_start(model: GenerativeModel, path: str | Path) -> str:
     return summary
 
 
+def source_model_config(state: dict[str, Any]) -> dict[str, Any] | None:
+    """The ``model`` section of the config a checkpoint was trained with, if it has one."""
+    try:
+        config = OmegaConf.to_container(OmegaConf.create(state.get("config") or ""))
+    except Exception:  # an old or foreign checkpoint: no fix can be derived
+        return None
+    model = config.get("model") if isinstance(config, dict) else None
+    return model if isinstance(model, dict) else None
+
+
 def plan_warm_start(
     model: GenerativeModel,
     source_class: str,
     source_weights: dict[str, torch.Tensor],
     source_name: str = "the source",
+    source_cfg: dict[str, Any] | None = None,
 ) -> tuple[dict[str, torch.Tensor], list[str]]:
     """The tensors ``model`` would take from a ``source_class``'s ``source_weights`` and a
-    line per mapped network; ConfigError listing every mismatch if they do not fit."""
+    line per mapped network; ConfigError listing every mismatch if they do not fit, with
+    the overrides that make them fit when ``source_cfg`` (the source's model config) says."""
     target_class = type(model).__name__
     sources = getattr(model, "warm_start_sources", {})
     if source_class not in sources:
@@ -64,10 +82,43 @@ def plan_warm_start(
             f"init_from={source_name}: a {target_class} cannot start from a {source_class}; "
             f"it can start from: {supported}"
         )
+    updates, mismatched, loaded_prefixes = _match(model, sources[source_class], source_weights)
+    if mismatched:
+        fixes = fixing_overrides(model, sources[source_class], source_weights, source_cfg)
+        if fixes:
+            fix = (
+                f"Fix: add {' '.join(fixes)} to this command (the source run's "
+                f"{'setting' if len(fixes) == 1 else 'settings'}), or train the source with "
+                "this run's values"
+            )
+        else:
+            fix = (
+                "Fix: use the same image size, model.latent_dim and model.width (and norms) "
+                "as the source run (see .hydra/config.yaml in its run directory)"
+            )
+        raise ConfigError(
+            f"init_from={source_name}: the {source_class}'s weights do not fit this {target_class} "
+            f"({len(mismatched)} tensor(s)):\n{bulleted(mismatched, 12)}\n{fix}"
+        )
+    if not updates:
+        raise ConfigError(
+            f"init_from={source_name}: no tensor of the {source_class} maps onto this "
+            f"{target_class}'s networks, so nothing would be loaded; check the model config"
+        )
+    return updates, loaded_prefixes
+
+
+def _match(
+    model: GenerativeModel,
+    mapping: list[tuple[str, str]],
+    source_weights: dict[str, torch.Tensor],
+) -> tuple[dict[str, torch.Tensor], list[str], list[str]]:
+    """(tensors to load, mismatches, a line per mapped network)."""
     target_weights = model.state_dict()
+    target_class = type(model).__name__
     updates: dict[str, torch.Tensor] = {}
     mismatched, loaded_prefixes = [], []
-    for source_prefix, target_prefix in sources[source_class]:
+    for source_prefix, target_prefix in mapping:
         if not any(k.startswith(target_prefix) for k in target_weights):
             continue  # a network this configuration does not have (a GAN without EMA)
         matched = 0
@@ -93,16 +144,53 @@ def plan_warm_start(
         ]
         mismatched += [f"{k}: not in the checkpoint" for k in missing]
         loaded_prefixes.append(f"{source_prefix}* -> {target_prefix}* ({matched} tensors)")
-    if mismatched:
-        raise ConfigError(
-            f"init_from={source_name}: the {source_class}'s weights do not fit this {target_class} "
-            f"({len(mismatched)} tensor(s)):\n{bulleted(mismatched, 12)}\nFix: use the same "
-            "image size, model.latent_dim and model.width (and norms) as the source run "
-            "(see .hydra/config.yaml in its run directory)"
-        )
-    if not updates:
-        raise ConfigError(
-            f"init_from={source_name}: no tensor of the {source_class} maps onto this "
-            f"{target_class}'s networks, so nothing would be loaded; check the model config"
-        )
-    return updates, loaded_prefixes
+    return updates, mismatched, loaded_prefixes
+
+
+def fixing_overrides(
+    model: GenerativeModel,
+    mapping: list[tuple[str, str]],
+    source_weights: dict[str, torch.Tensor],
+    source_cfg: dict[str, Any] | None,
+) -> list[str]:
+    """The ``model.<key>=<source value>`` overrides that make ``model`` fit the source.
+
+    Candidates are the knobs both model configs have and set differently (a VAE trained
+    with ``encoder_norm=none`` and a VAE-GAN with ``encoder_norm=batch``); each is kept
+    only if building this model with the source's value removes mismatches, and the set
+    is returned only if together they remove all of them. Knobs that do not change any
+    shape (``beta``) never qualify.
+    """
+    cfg = getattr(model, "cfg", None)
+    if source_cfg is None or cfg is None:
+        return []
+    try:
+        target = asdict(cfg)
+    except TypeError:
+        return []
+
+    def mismatches(**changes: Any) -> int | None:
+        try:
+            trial = build_model(replace(cfg, **changes), model.image_shape)
+        except Exception:  # the source's value is not valid for this model
+            return None
+        return len(_match(trial, mapping, source_weights)[1])
+
+    now = len(_match(model, mapping, source_weights)[1])
+    changes = {}
+    for key, value in source_cfg.items():
+        if key == "name" or key not in target or target[key] == value:
+            continue
+        count = mismatches(**{key: value})
+        if count is not None and count < now:
+            changes[key] = value
+    if not changes or mismatches(**changes) != 0:
+        return []
+    return [f"model.{key}={_override_value(value)}" for key, value in changes.items()]
+
+
+def _override_value(value: Any) -> str:
+    """``value`` as Hydra's command line reads it back."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    return "null" if value is None else str(value)
