@@ -46,7 +46,7 @@ COLUMNS = [
     ("train s", "{:.0f}"),
     ("img/s", "{:,.0f}"),
     ("FID", "{:.1f}"),
-    ("KID x1e3", "{:.1f}"),
+    ("KID", "{:.1f}"),
     ("IS", "{:.2f}"),
     ("precision", "{:.2f}"),
     ("recall", "{:.2f}"),
@@ -101,7 +101,7 @@ def reference_rows(cfg, device: torch.device) -> list[dict]:
 def row_metrics(metrics: dict[str, float]) -> dict[str, float | None]:
     return {
         "FID": metrics.get("val/fid"),
-        "KID x1e3": None if "val/kid" not in metrics else metrics["val/kid"] * 1e3,
+        "KID": metrics.get("val/kid"),
         "IS": metrics.get("val/is"),
         "precision": metrics.get("val/precision"),
         "recall": metrics.get("val/recall"),
