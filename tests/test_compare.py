@@ -75,7 +75,8 @@ def test_a_warm_start_that_cannot_fit_fails_before_any_training(tmp_path, data_d
     message = str(info.value)
     assert "init_from=<arm vae>: the VAE's weights do not fit this VAEGAN" in message
     assert "checkpoint encoder." in message and "checkpoint decoder." in message
-    assert "Fix: add model.latent_dim=8 to this command" in message  # from the arms' configs
+    # Both settings the source arm changed, read from its config:
+    assert "Fix: add model.latent_dim=8 model.encoder_norm=batch to this command" in message
     assert not (tmp_path / "out").exists()  # nothing ran, nothing written
 
     with pytest.raises(ConfigError, match="arm vae: unknown config key 'model.nonexistent'"):

@@ -119,7 +119,11 @@ def test_evaluator_reports_every_metric_with_its_counts(evaluator):
         assert key in metrics, key
     assert metrics["eval/num_generated"] == 500 and metrics["eval/nll_k"] == 16
     assert metrics["val/fid"] > metrics["val/fid_floor"]  # an untrained model is worse
-    assert metrics["val/nll_iwae"] < -metrics["val/elbo_nll_images"]  # a tighter bound
+    # A tighter bound than the ELBO; an untrained decoder barely uses z, so the two nearly
+    # coincide and only sampling noise (a few hundredths of a nat) separates them. A
+    # missing log k or a wrong proposal density would be off by nats.
+    assert metrics["val/nll_iwae"] < -metrics["val/elbo_nll_images"] + 0.05
+    assert metrics["val/nll_iwae"] > -metrics["val/elbo_nll_images"] - 1.0
     assert 1.0 <= metrics["val/is"] <= 10.0
     assert metrics == pytest.approx({**evaluator(model), "eval/seconds": metrics["eval/seconds"]})
 

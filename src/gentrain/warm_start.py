@@ -144,6 +144,9 @@ def _match(
         ]
         mismatched += [f"{k}: not in the checkpoint" for k in missing]
         loaded_prefixes.append(f"{source_prefix}* -> {target_prefix}* ({matched} tensors)")
+    # Shape clashes first: they name the setting that differs (a latent size, a width),
+    # while the absent tensors that follow them are often just a norm layer more or less.
+    mismatched.sort(key=lambda line: "checkpoint " not in line.split(": ", 1)[1][:40])
     return updates, mismatched, loaded_prefixes
 
 
