@@ -13,17 +13,17 @@ in the feature space of the GAN's discriminator instead of pixel space. Per batc
 Each network is updated from its own loss only (Algorithm 1 of the paper):
 
     Enc <- beta * L_prior + L_llike + w * L_pixel
-    Dec <- gamma * L_llike + w * L_pixel + adversarial loss of X~ and Xp
+    Dec <- gamma * L_llike + w * L_pixel + a * (adversarial loss of X~ and Xp)
                                    (-L_GAN's fake terms, or the non-saturating form)
     Dis <- -L_GAN                  (never L_llike)
 
-L_pixel = -log Bernoulli(X | X~), summed over pixels, is off by default (w =
-``pixel_weight`` = 0, the paper). The three gradients are taken with
-``torch.autograd.grad`` per parameter set, from one shared forward pass, before any
-parameter moves. (Summing the losses and calling ``backward`` once, as some libraries
-do, sends -L_GAN's gradient into the decoder with the wrong sign; tests/test_models.py
-checks this cannot happen here.) Every loss is summed per image and averaged over the
-batch, like the VAE's.
+L_pixel = -log Bernoulli(X | X~), summed over pixels, is weighted by w =
+``pixel_weight`` (0 is the paper), the adversarial term by a = ``adversarial_weight``.
+The three gradients are taken with ``torch.autograd.grad`` per parameter set, from one
+shared forward pass, before any parameter moves. (Summing the losses and calling
+``backward`` once, as some libraries do, sends -L_GAN's gradient into the decoder with
+the wrong sign; tests/test_models.py checks this cannot happen here.) Every loss is
+summed per image and averaged over the batch, like the VAE's.
 """
 
 from __future__ import annotations
@@ -55,6 +55,10 @@ class VAEGANConfig:
     # Weight of a pixel-space Bernoulli NLL added to the encoder's and decoder's losses
     # (0: the paper, features only). It anchors reconstructions to the input's pixels.
     pixel_weight: float = 1.0
+    # Weight of the adversarial loss (of X~ and Xp) in the decoder's loss. The pixel and
+    # feature terms are sums over hundreds of values per image, the GAN term one logit:
+    # at weight 1 the decoder barely hears D, and its prior samples stay VAE-blurry.
+    adversarial_weight: float = 1.0
     feature_layer: int = -1  # Dis_l: 1-based conv block of D; negative counts from the end
     gan_loss: str = "nonsaturating"  # nonsaturating | saturating (the paper's log(1 - D))
     d_norm: str = "none"  # batch | none: normalisation inside D
@@ -71,7 +75,7 @@ class VAEGANConfig:
             raise ConfigError(f"model.latent_dim must be >= 1, got {self.latent_dim}")
         if self.feature_layer == 0:
             raise ConfigError("model.feature_layer is 1-based (or negative from the end), not 0")
-        for key in ("beta", "gamma", "margin", "pixel_weight"):
+        for key in ("beta", "gamma", "margin", "pixel_weight", "adversarial_weight"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"model.{key} must be >= 0, got {getattr(self, key)}")
 
@@ -201,7 +205,7 @@ class VAEGAN(GenerativeModel):
         pixel = self.cfg.pixel_weight * terms["pixel"]
         decoder_loss = self.cfg.gamma * terms["llike"] + pixel
         if train_dec:
-            decoder_loss = decoder_loss + terms["gan_dec"]
+            decoder_loss = decoder_loss + self.cfg.adversarial_weight * terms["gan_dec"]
         norms = self.update(
             {
                 "encoder": self.encoder_loss(terms),
