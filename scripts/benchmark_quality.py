@@ -37,7 +37,8 @@ from gentrain.config import validate_config  # noqa: E402
 from gentrain.data import build_dataset  # noqa: E402
 from gentrain.evaluation import Evaluator  # noqa: E402
 from gentrain.history import read_history  # noqa: E402
-from gentrain.train import config_dir, train  # noqa: E402
+from gentrain.paths import config_dir  # noqa: E402
+from gentrain.train import train  # noqa: E402
 
 COLUMNS = [
     ("model", "{}"),

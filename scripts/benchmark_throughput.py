@@ -20,7 +20,8 @@ from hydra import compose, initialize_config_dir
 
 from gentrain.config import validate_config
 from gentrain.models import build_model
-from gentrain.train import config_dir, train
+from gentrain.paths import config_dir
+from gentrain.train import train
 
 MNIST_TRAIN_IMAGES = 60_000
 

@@ -11,7 +11,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from gentrain.train import config_dir
+from gentrain.paths import config_dir
 
 REPO = Path(__file__).resolve().parents[1]
 

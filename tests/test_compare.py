@@ -320,7 +320,7 @@ def test_a_signal_to_compare_reaches_the_training_child_once(tmp_path):
     import threading
     import time
 
-    from gentrain.compare import ChildRun
+    from gentrain.child_process import ChildRun
 
     marker = tmp_path / "signals"
     child = (
@@ -354,7 +354,9 @@ def test_a_training_run_stops_if_gentrain_compare_is_gone():
     import subprocess
     import sys
 
-    code = "from gentrain.train import stop_with_parent; stop_with_parent(); print('training')"
+    code = (
+        "from gentrain.child_process import stop_with_parent; stop_with_parent(); print('training')"
+    )
 
     def run(parent_pid):
         env = {**os.environ, "GENTRAIN_PARENT_PID": str(parent_pid)}

@@ -11,8 +11,8 @@ import yaml
 
 from gentrain.config import validate_config
 from gentrain.errors import ConfigError
+from gentrain.paths import config_dir
 from gentrain.registry import DATASETS, LOGGERS, MODELS, OPTIMIZERS
-from gentrain.train import config_dir
 
 CONFIGS = config_dir()
 GROUPS = sorted(p.name for p in CONFIGS.iterdir() if p.is_dir() and p.name != "hydra")

@@ -248,8 +248,8 @@ def test_model_yaml_defaults_match_the_dataclass(name):
 
     import yaml
 
+    from gentrain.paths import config_dir
     from gentrain.registry import MODELS
-    from gentrain.train import config_dir
 
     values = yaml.safe_load((config_dir() / "model" / f"{name}.yaml").read_text())
     defaults = {

@@ -145,7 +145,7 @@ def test_parallel_local_launcher_runs_jobs(data_dir, cache_dir, tmp_path):
 def test_launcher_and_search_presets_compose(override, target):
     from hydra import compose, initialize_config_dir
 
-    from gentrain.train import config_dir
+    from gentrain.paths import config_dir
 
     with initialize_config_dir(version_base="1.3", config_dir=str(config_dir())):
         cfg = compose(config_name="train", overrides=[override], return_hydra_config=True)

@@ -20,7 +20,6 @@ import json
 import os
 import shlex
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -32,10 +31,13 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from gentrain.checkpoint import atomic_write_bytes
+from gentrain.child_process import ChildRun
 from gentrain.cli_help import command_parser
 from gentrain.config import RunConfig
 from gentrain.console import console, print_error, print_line
 from gentrain.errors import ConfigError, GentrainError
+from gentrain.paths import config_dir, last_checkpoint
+from gentrain.runtime import resolve_device
 
 STATE_FILE = "compare.json"  # the plan and each run's status: what a rerun continues from
 
@@ -63,7 +65,7 @@ class Run:
         """The ``gentrain`` arguments of this run: fresh, warm-started, or resumed."""
         args = [*self.overrides, f"hydra.run.dir={self.run_dir}"]
         if resume:
-            args.append(f"trainer.resume={self.run_dir / 'checkpoints' / 'last.ckpt'}")
+            args.append(f"trainer.resume={last_checkpoint(self.run_dir)}")
         elif source is not None:
             args.append(f"init_from={source.run_dir}")
         return args
@@ -78,8 +80,6 @@ class Run:
 
 
 def spec_path() -> Path:
-    from gentrain.train import config_dir
-
     return config_dir() / "compare.yaml"
 
 
@@ -151,7 +151,6 @@ def check_runs(runs: list[Run], time_budget: bool = False) -> RunConfig:
     from gentrain.config import validate_config
     from gentrain.data import build_dataset
     from gentrain.models import build_model
-    from gentrain.train import config_dir
     from gentrain.warm_start import plan_warm_start
 
     configs = {}
@@ -210,7 +209,6 @@ def prepare_features(cfg: RunConfig) -> None:
         return
     from gentrain.data import build_dataset
     from gentrain.evaluation.classifier import load_or_train_classifier
-    from gentrain.train import resolve_device
 
     load_or_train_classifier(
         build_dataset(cfg.dataset),
@@ -328,47 +326,6 @@ def display(args: list[str]) -> str:
     return "gentrain " + shlex.join(args)
 
 
-class ChildRun:
-    """One ``gentrain`` process that stops cleanly when we are asked to stop.
-
-    Ctrl-C and SIGTERM here reach the child once (SIGHUP as SIGTERM), and we wait while it
-    saves its checkpoint; a second Ctrl-C stops it at once. The child has its own session,
-    so a terminal's Ctrl-C is not delivered twice (which the trainer reads as "stop now").
-    The handlers are in place before the child starts: no signal falls in between.
-    """
-
-    HANDLED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-
-    def __init__(self, command: list[str]) -> None:
-        self.command = command
-        self.stopped_by: str | None = None  # the first signal we forwarded
-        self._child: subprocess.Popen | None = None
-        self._pending: list[int] = []
-
-    def _forward(self, signum: int, frame: Any) -> None:
-        self.stopped_by = self.stopped_by or signal.Signals(signum).name
-        sent = signal.SIGTERM if signum == signal.SIGHUP else signum
-        if self._child is None:
-            self._pending.append(sent)
-        else:
-            self._child.send_signal(sent)
-
-    def run(self) -> int:
-        from gentrain.train import PARENT_PID_ENV
-
-        previous = {s: signal.signal(s, self._forward) for s in self.HANDLED}
-        try:
-            # The child stops (saving) if we die: see gentrain.train.stop_with_parent.
-            env = {**os.environ, PARENT_PID_ENV: str(os.getpid())}
-            self._child = subprocess.Popen(self.command, start_new_session=True, env=env)
-            for sent in self._pending:
-                self._child.send_signal(sent)
-            return self._child.wait()
-        finally:
-            for s, handler in previous.items():
-                signal.signal(s, handler)
-
-
 def execute(runs: list[Run], state: CompareState) -> int:
     """Run what is not done yet, in order; return how many runs failed or were skipped."""
     by_key = {r.key: r for r in runs}
@@ -394,7 +351,7 @@ def execute(runs: list[Run], state: CompareState) -> int:
             problems += 1
             state.save()
             continue
-        resume = (run.run_dir / "checkpoints" / "last.ckpt").is_file()
+        resume = last_checkpoint(run.run_dir).is_file()
         args = run.command(source, resume)
         console.rule(f"[{index}/{len(runs)}] {run.arm.label}, seed {run.seed}")
         console.print(display(args), highlight=False, soft_wrap=True)

@@ -24,6 +24,7 @@ from PIL import Image, ImageDraw, ImageFont
 from gentrain.checkpoint import atomic_write_bytes
 from gentrain.errors import GentrainError
 from gentrain.history import read_history
+from gentrain.paths import last_checkpoint
 
 # (column title, metrics.json key, digits); "time" columns add the source run's time for a
 # warm-started arm, since its cost includes training the model it started from.
@@ -193,7 +194,7 @@ def same_noise(arms: list[ArmResult], seed: int) -> bool | None:
     """Whether every arm's grid of ``seed`` was drawn from the same noise (checkpoints)."""
     noises = []
     for arm in arms:
-        ckpt = arm.dirs.get(seed, Path("/nonexistent")) / "checkpoints" / "last.ckpt"
+        ckpt = last_checkpoint(arm.dirs.get(seed, Path("/nonexistent")))
         if seed in arm.runs and ckpt.is_file():
             noises.append(torch.load(ckpt, map_location="cpu", weights_only=True)["fixed_noise"])
     if len(noises) < 2:

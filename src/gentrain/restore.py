@@ -18,6 +18,8 @@ from gentrain.config import DeviceConfig, RunConfig, validate_config
 from gentrain.data import ImageData, build_dataset
 from gentrain.errors import GentrainError
 from gentrain.models import GenerativeModel, build_model
+from gentrain.paths import checkpoint_path
+from gentrain.runtime import resolve_device
 
 
 @dataclass
@@ -32,16 +34,6 @@ class TrainedRun:
     step: int
 
 
-def checkpoint_path(path: str | Path) -> Path:
-    """A run directory or a checkpoint file -> the checkpoint file."""
-    path = Path(path).expanduser()
-    if path.is_dir():
-        path = path / "checkpoints" / "last.ckpt"
-    if not path.is_file():
-        raise GentrainError(f"no checkpoint at {path}; pass a run directory or a .ckpt file")
-    return path
-
-
 def load_trained_run(
     path: str | Path, device: str = "auto", data_dir: str | None = None
 ) -> TrainedRun:
@@ -50,8 +42,6 @@ def load_trained_run(
     The data directory is, in order: ``data_dir``, ``$GENTRAIN_DATA_DIR``, the one the run
     was trained with.
     """
-    from gentrain.train import resolve_device  # the CLI module; imported late on purpose
-
     ckpt = checkpoint_path(path)
     state = load_checkpoint(ckpt)
     if not state.get("config"):

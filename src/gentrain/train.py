@@ -9,42 +9,30 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import random
-import signal
 import sys
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
 from omegaconf import DictConfig, OmegaConf
 from rich.markup import escape
 
 from gentrain.checkpoint import atomic_write_bytes
-from gentrain.config import DeviceConfig, RunConfig, validate_config
+from gentrain.child_process import stop_with_parent
+from gentrain.config import RunConfig, validate_config
 from gentrain.console import console, print_config_tree, print_error, print_metrics_table
 from gentrain.data import build_dataset
 from gentrain.errors import ConfigError, GentrainError
 from gentrain.evaluation import Evaluator
 from gentrain.models import build_model
+from gentrain.paths import checkpoint_path, config_dir, find_resume_checkpoint, last_checkpoint
 from gentrain.registry import LOGGERS
-from gentrain.restore import checkpoint_path
+from gentrain.runtime import resolve_device, seed_everything
 from gentrain.sweep import remember_fixed_keys
 from gentrain.trainer import Stopwatch, Trainer
 from gentrain.warm_start import warm_start
 
 log = logging.getLogger("gentrain")
-
-
-def config_dir() -> Path:
-    """The packaged configs (wheel installs) or the repository's ``configs/`` (editable)."""
-    here = Path(__file__).resolve().parent
-    for candidate in (here / "configs", here.parents[1] / "configs"):
-        if (candidate / "train.yaml").is_file():
-            return candidate
-    raise FileNotFoundError(f"gentrain's configs/ not found next to {here}; reinstall gentrain")
 
 
 class TrainingInterrupted(GentrainError):
@@ -53,66 +41,6 @@ class TrainingInterrupted(GentrainError):
     def __init__(self, message: str, exit_code: int) -> None:
         super().__init__(message)
         self.exit_code = exit_code
-
-
-def seed_everything(seed: int, deterministic: bool) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)  # also seeds every CUDA device
-    if deterministic:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True)
-    torch.backends.cudnn.benchmark = not deterministic
-
-
-def resolve_device(cfg: DeviceConfig) -> torch.device:
-    """The configured device, or a ConfigError saying why it is not usable here."""
-    if cfg.num_threads is not None:
-        if cfg.num_threads < 1:
-            raise ConfigError(f"device.num_threads must be >= 1, got {cfg.num_threads}")
-        torch.set_num_threads(cfg.num_threads)
-    cuda, mps = torch.cuda.is_available(), torch.backends.mps.is_available()
-    if cfg.name == "auto":
-        return torch.device("cuda" if cuda else "mps" if mps else "cpu")
-    if cfg.name == "cuda" and not cuda:
-        raise ConfigError(
-            "device=cuda but CUDA is not available here "
-            f"(torch {torch.__version__}, built for CUDA {torch.version.cuda}); "
-            "use device=cpu or device=auto"
-        )
-    if cfg.name == "mps" and not mps:
-        raise ConfigError("device=mps but Apple MPS is not available here; use device=auto")
-    return torch.device(cfg.name)
-
-
-def find_resume_checkpoint(resume: str | None, output_dir: Path) -> Path | None:
-    """``trainer.resume``: null, ``auto`` or a path, turned into a checkpoint path.
-
-    ``auto`` takes this run directory's ``checkpoints/last.ckpt`` if it has one, else the
-    newest ``last.ckpt`` of the sibling runs (``outputs/runs/<date>/<run>``); with none,
-    training starts fresh.
-    """
-    if resume is None:
-        return None
-    if resume != "auto":
-        path = Path(resume).expanduser()
-        if path.is_dir():
-            path = path / "checkpoints" / "last.ckpt"
-        if not path.is_file():
-            raise ConfigError(
-                f"trainer.resume={resume}: no checkpoint at {path.resolve()}; pass a run "
-                "directory, a .ckpt file, or trainer.resume=auto"
-            )
-        return path
-    own = output_dir / "checkpoints" / "last.ckpt"
-    if own.is_file():
-        return own
-    runs_root = output_dir.resolve().parents[1]
-    found = sorted(runs_root.glob("*/*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
-    if found:
-        return found[-1]
-    log.info("trainer.resume=auto: no checkpoint under %s, starting fresh", runs_root)
-    return None
 
 
 def flat_hparams(cfg: DictConfig) -> dict[str, Any]:
@@ -146,7 +74,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     output_dir = Path(run.paths.output_dir)
     device = resolve_device(run.device)
     resume_from = find_resume_checkpoint(run.trainer.resume, output_dir)
-    own_checkpoint = output_dir / "checkpoints" / "last.ckpt"
+    own_checkpoint = last_checkpoint(output_dir)
     if resume_from is None and own_checkpoint.is_file():
         raise ConfigError(
             f"{output_dir} already holds a run ({own_checkpoint}); a new run there would "
@@ -252,27 +180,6 @@ def _run(cfg: DictConfig) -> float | None:
         atomic_write_bytes(output_dir / "status.json", (json.dumps(status) + "\n").encode())
         return float("nan")
     return metrics.get(str(cfg.get("optimized_metric", "val/fid")))
-
-
-PARENT_PID_ENV = "GENTRAIN_PARENT_PID"  # set by gentrain-compare for its training runs
-
-
-def stop_with_parent() -> None:
-    """A run started by gentrain-compare gets SIGTERM (save, then exit) when compare dies
-    (a closed terminal, a kill): no trainer goes on alone, writing to a directory that a
-    rerun would resume. Linux only (prctl); elsewhere compare forwards the signals it gets.
-    """
-    expected = os.environ.pop(PARENT_PID_ENV, None)
-    if expected is None or not sys.platform.startswith("linux"):
-        return
-    import ctypes
-
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        return
-    if os.getppid() != int(expected):  # compare died before prctl: stop now
-        sys.exit(143)
 
 
 def main() -> None:

@@ -39,6 +39,7 @@ from gentrain.history import append_record, read_history
 from gentrain.loggers import NullLogger
 from gentrain.models import GenerativeModel
 from gentrain.optim import OptimizerConfig, OptimizerFactory
+from gentrain.paths import last_checkpoint
 
 log = logging.getLogger("gentrain")
 
@@ -123,7 +124,7 @@ class Trainer:
         self.cfg = cfg
         self.device = device
         self.output_dir = output_dir
-        self.checkpoint_path = output_dir / "checkpoints" / "last.ckpt"
+        self.checkpoint_path = last_checkpoint(output_dir)
         self.history_path = output_dir / "history.jsonl"  # one line per validation
         self.logger = logger or NullLogger()
         self.seed = seed

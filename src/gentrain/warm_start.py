@@ -24,7 +24,7 @@ from omegaconf import OmegaConf
 from gentrain.checkpoint import load_checkpoint
 from gentrain.errors import ConfigError, bulleted
 from gentrain.models import GenerativeModel, build_model
-from gentrain.restore import checkpoint_path
+from gentrain.paths import checkpoint_path
 
 log = logging.getLogger("gentrain")
 
