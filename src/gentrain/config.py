@@ -14,8 +14,10 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, MissingMandatoryValue, OmegaConfBaseException
 
+import gentrain.loggers  # noqa: F401  (registers LOGGERS)
+import gentrain.models  # noqa: F401  (registers MODELS)
 from gentrain.data import DatasetConfig
-from gentrain.errors import ConfigError
+from gentrain.errors import ConfigError, require_at_least
 from gentrain.evaluation.evaluator import EvalConfig
 from gentrain.optim import OptimizerConfig
 from gentrain.registry import DATASETS, LOGGERS, MODELS, OPTIMIZERS
@@ -41,7 +43,10 @@ class TrainerConfig:
     progress: bool = True  # rich progress bar on a terminal; plain lines otherwise
 
     def __post_init__(self) -> None:
-        positive = (
+        require_at_least(
+            self,
+            "trainer",
+            1,
             "max_epochs",
             "batch_size",
             "val_batch_size",
@@ -50,13 +55,7 @@ class TrainerConfig:
             "checkpoint_every_n_steps",
             "num_grid_images",
         )
-        for key in positive:
-            if getattr(self, key) < 1:
-                raise ConfigError(f"trainer.{key} must be >= 1, got {getattr(self, key)}")
-        for key in ("max_steps", "limit_val_batches"):
-            value = getattr(self, key)
-            if value is not None and value < 1:
-                raise ConfigError(f"trainer.{key} must be >= 1 or null, got {value}")
+        require_at_least(self, "trainer", 1, "max_steps", "limit_val_batches", nullable=True)
         if self.max_seconds is not None and self.max_seconds <= 0:
             raise ConfigError(f"trainer.max_seconds must be > 0 or null, got {self.max_seconds}")
         if self.gradient_clip_norm is not None and self.gradient_clip_norm <= 0:

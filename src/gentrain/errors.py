@@ -1,5 +1,7 @@
 """Errors a user can fix: the CLI prints their message alone, without a traceback."""
 
+from typing import Any
+
 
 def bulleted(items: list[str], limit: int) -> str:
     """``items`` one per indented line, at most ``limit`` of them and a count of the rest."""
@@ -22,3 +24,17 @@ class DataNotFoundError(GentrainError):
 
 class TrainingDivergedError(GentrainError):
     """A loss became NaN or infinite; training stopped before writing a bad checkpoint."""
+
+
+def require_at_least(
+    config: Any, section: str, minimum: int, *keys: str, nullable: bool = False
+) -> None:
+    """ConfigError naming the first of ``keys`` whose value in ``config`` (a config
+    dataclass) is below ``minimum``; with ``nullable``, None passes."""
+    for key in keys:
+        value = getattr(config, key)
+        if nullable and value is None:
+            continue
+        if value < minimum:
+            bound = f">= {minimum} or null" if nullable else f">= {minimum}"
+            raise ConfigError(f"{section}.{key} must be {bound}, got {value}")

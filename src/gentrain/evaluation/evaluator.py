@@ -25,7 +25,7 @@ from torchmetrics.image.inception import InceptionScore
 from torchmetrics.image.kid import KernelInceptionDistance
 
 from gentrain.data import ImageData
-from gentrain.errors import ConfigError
+from gentrain.errors import ConfigError, require_at_least
 from gentrain.evaluation.classifier import Features, Logits, load_or_train_classifier
 from gentrain.evaluation.precision_recall import precision_recall
 
@@ -57,7 +57,10 @@ class EvalConfig:
             raise ConfigError(
                 f"unknown eval.features {self.features!r}; available: {', '.join(FEATURES)}"
             )
-        for key in (
+        require_at_least(
+            self,
+            "eval",
+            1,
             "every_n_epochs",
             "num_samples",
             "batch_size",
@@ -66,11 +69,8 @@ class EvalConfig:
             "pr_k",
             "is_splits",
             "nll_images",
-        ):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"eval.{key} must be >= 1, got {getattr(self, key)}")
-        if self.nll_samples < 0:
-            raise ConfigError(f"eval.nll_samples must be >= 0, got {self.nll_samples}")
+        )
+        require_at_least(self, "eval", 0, "nll_samples")
         if self.num_samples <= self.pr_k:
             raise ConfigError(f"eval.num_samples must exceed eval.pr_k ({self.pr_k})")
 

@@ -7,44 +7,69 @@ are raw discriminator outputs (logits, or critic scores for hinge and Wasserstei
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from gentrain.errors import ConfigError
 
-GAN_LOSSES = ("nonsaturating", "saturating", "hinge", "lsgan", "wgan_gp")
+
+@dataclass(frozen=True)
+class GANLoss:
+    """One adversarial objective: D's loss on (real, fake) scores, G's loss on fake scores,
+    and whether the scores are logits of a probability (what "D(x)" logs)."""
+
+    discriminator: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    generator: Callable[[torch.Tensor], torch.Tensor]
+    logistic: bool = False
 
 
-def check_loss(kind: str, allowed: tuple[str, ...] = GAN_LOSSES, key: str = "model.loss") -> None:
+def _logistic_d(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    return F.softplus(-real).mean() + F.softplus(fake).mean()  # -[log D(x) + log(1 - D(G(z)))]
+
+
+#: every loss by its config name; the models pick from these (``check_loss``)
+GAN_LOSSES: dict[str, GANLoss] = {
+    # -log D(G(z)): strong gradients when D rejects the fakes
+    "nonsaturating": GANLoss(_logistic_d, lambda fake: F.softplus(-fake).mean(), logistic=True),
+    # log(1 - D(G(z))): Goodfellow's minimax form, as in the paper
+    "saturating": GANLoss(_logistic_d, lambda fake: -F.softplus(fake).mean(), logistic=True),
+    "hinge": GANLoss(
+        lambda real, fake: F.relu(1.0 - real).mean() + F.relu(1.0 + fake).mean(),
+        lambda fake: -fake.mean(),
+    ),
+    "lsgan": GANLoss(
+        lambda real, fake: 0.5 * ((real - 1.0).pow(2).mean() + fake.pow(2).mean()),
+        lambda fake: 0.5 * (fake - 1.0).pow(2).mean(),
+    ),
+    # the Wasserstein critic; its gradient penalty is added by the caller
+    "wgan_gp": GANLoss(lambda real, fake: fake.mean() - real.mean(), lambda fake: -fake.mean()),
+}
+#: the losses whose scores are probabilities' logits (the VAE-GAN's paper form needs that)
+LOGISTIC_LOSSES = tuple(name for name, loss in GAN_LOSSES.items() if loss.logistic)
+
+
+def check_loss(kind: str, allowed: tuple[str, ...], key: str = "model.loss") -> None:
     if kind not in allowed:
         raise ConfigError(f"unknown {key} {kind!r}; available: {', '.join(allowed)}")
 
 
+def _loss(kind: str) -> GANLoss:
+    try:
+        return GAN_LOSSES[kind]
+    except KeyError:
+        raise ConfigError(f"unknown GAN loss {kind!r}") from None
+
+
 def discriminator_loss(kind: str, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
     """D's loss on one real and one fake batch: the negative of the GAN value it maximises."""
-    if kind in ("nonsaturating", "saturating"):  # -[log D(x) + log(1 - D(G(z)))]
-        return F.softplus(-real).mean() + F.softplus(fake).mean()
-    if kind == "hinge":
-        return F.relu(1.0 - real).mean() + F.relu(1.0 + fake).mean()
-    if kind == "lsgan":
-        return 0.5 * ((real - 1.0).pow(2).mean() + fake.pow(2).mean())
-    if kind == "wgan_gp":  # the penalty is added by the caller
-        return fake.mean() - real.mean()
-    raise ConfigError(f"unknown GAN loss {kind!r}")
+    return _loss(kind).discriminator(real, fake)
 
 
 def generator_loss(kind: str, fake: torch.Tensor) -> torch.Tensor:
     """G's loss on D's output for a fake batch."""
-    if kind == "nonsaturating":  # -log D(G(z)): strong gradients when D rejects the fakes
-        return F.softplus(-fake).mean()
-    if kind == "saturating":  # log(1 - D(G(z))): Goodfellow's minimax form, as in the paper
-        return -F.softplus(fake).mean()
-    if kind in ("hinge", "wgan_gp"):
-        return -fake.mean()
-    if kind == "lsgan":
-        return 0.5 * (fake - 1.0).pow(2).mean()
-    raise ConfigError(f"unknown GAN loss {kind!r}")
+    return _loss(kind).generator(fake)
 
 
 def gradient_penalty(
@@ -67,6 +92,4 @@ def r1_penalty(real_scores: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
 
 def real_probability(kind: str, logits: torch.Tensor) -> torch.Tensor:
     """What to log as "D(x)": a probability for the logistic losses, the raw score otherwise."""
-    if kind in ("nonsaturating", "saturating"):
-        return torch.sigmoid(logits).mean()
-    return logits.mean()
+    return torch.sigmoid(logits).mean() if _loss(kind).logistic else logits.mean()

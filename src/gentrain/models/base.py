@@ -33,6 +33,11 @@ class GenerativeModel(nn.Module):
         self.grad_clip_norm: float | None = None
         self._networks: dict[str, nn.Module] = {}
 
+    @classmethod
+    def from_config(cls, cfg: Any, image_shape: tuple[int, int, int]) -> GenerativeModel:
+        """Build from the validated ``Config`` dataclass (override for other constructors)."""
+        return cls(cfg, image_shape)
+
     # --- what every model implements -------------------------------------------------
     def configure_optimizers(self, factory: OptimizerFactory) -> None:
         """Create one optimiser per network with ``self.add_optimizer``."""

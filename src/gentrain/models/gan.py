@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from gentrain.errors import ConfigError
+from gentrain.errors import ConfigError, require_at_least
 from gentrain.models.adversarial import (
     check_loss,
     discriminator_loss,
@@ -55,9 +55,7 @@ class GANConfig:
         check_loss(self.loss, GAN_KINDS)
         check_architecture(self.family, self.depth, self.width, self.d_norm)
         parse_policy(self.augment)
-        for key in ("latent_dim", "n_critic"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"model.{key} must be >= 1, got {getattr(self, key)}")
+        require_at_least(self, "model", 1, "latent_dim", "n_critic")
         if self.loss == "wgan_gp" and self.d_norm == "batch":
             raise ConfigError(
                 "model.loss=wgan_gp penalises per-sample gradients, which BatchNorm in D "
@@ -65,9 +63,7 @@ class GANConfig:
             )
         if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
             raise ConfigError(f"model.ema_decay must be in (0, 1) or null, got {self.ema_decay}")
-        for key in ("gp_weight", "r1_gamma"):
-            if getattr(self, key) < 0:
-                raise ConfigError(f"model.{key} must be >= 0, got {getattr(self, key)}")
+        require_at_least(self, "model", 0, "gp_weight", "r1_gamma")
 
 
 def to_signed(x: torch.Tensor) -> torch.Tensor:
@@ -124,10 +120,6 @@ class GAN(GenerativeModel):
         still hold 40% of the random initial weights after 1,000 steps."""
         t = int(self.g_steps)
         return min(self.cfg.ema_decay, (1.0 + t) / (10.0 + t))
-
-    @classmethod
-    def from_config(cls, cfg: GANConfig, image_shape: tuple[int, int, int]) -> GAN:
-        return cls(cfg, image_shape)
 
     def configure_optimizers(self, factory: OptimizerFactory) -> None:
         if self.cfg.loss == "wgan_gp":  # Gulrajani et al.'s Adam settings

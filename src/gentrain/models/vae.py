@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.distributions import ContinuousBernoulli
 
-from gentrain.errors import ConfigError
+from gentrain.errors import ConfigError, require_at_least
 from gentrain.models.base import GenerativeModel
 from gentrain.models.nets import ConvDecoder, ConvEncoder, check_architecture
 from gentrain.optim import OptimizerFactory
@@ -50,12 +50,10 @@ class VAEConfig:
             )
         check_architecture(self.family, self.depth, self.width, self.decoder_norm)
         check_architecture(self.family, self.depth, self.width, self.encoder_norm)
-        if self.latent_dim < 1:
-            raise ConfigError(f"model.latent_dim must be positive, got {self.latent_dim}")
+        require_at_least(self, "model", 1, "latent_dim")
         if self.likelihood_scale <= 0:
             raise ConfigError(f"model.likelihood_scale must be > 0, got {self.likelihood_scale}")
-        if self.beta < 0 or self.kl_warmup_steps < 0 or self.free_bits < 0:
-            raise ConfigError("model.beta, model.kl_warmup_steps and model.free_bits must be >= 0")
+        require_at_least(self, "model", 0, "beta", "kl_warmup_steps", "free_bits")
         if self.binarize and self.likelihood != "bernoulli":
             raise ConfigError(
                 f"model.likelihood={self.likelihood} models grey levels, but model.binarize=true "
@@ -157,10 +155,6 @@ class VAE(GenerativeModel):
             self.pixel_log_scale = nn.Parameter(initial)
         # Counts optimiser steps for the KL warm-up; a buffer so checkpoints carry it.
         self.register_buffer("steps_done", torch.zeros((), dtype=torch.long))
-
-    @classmethod
-    def from_config(cls, cfg: VAEConfig, image_shape: tuple[int, int, int]) -> VAE:
-        return cls(cfg, image_shape)
 
     def configure_optimizers(self, factory: OptimizerFactory) -> None:
         self.add_optimizer(factory, "vae", self)

@@ -33,8 +33,13 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from gentrain.errors import ConfigError
-from gentrain.models.adversarial import check_loss, discriminator_loss, generator_loss
+from gentrain.errors import ConfigError, require_at_least
+from gentrain.models.adversarial import (
+    LOGISTIC_LOSSES,
+    check_loss,
+    discriminator_loss,
+    generator_loss,
+)
 from gentrain.models.base import GenerativeModel
 from gentrain.models.gan import to_signed
 from gentrain.models.nets import ConvDecoder, ConvEncoder, check_architecture
@@ -69,15 +74,14 @@ class VAEGANConfig:
     margin: float = 0.35
 
     def __post_init__(self) -> None:
-        check_loss(self.gan_loss, ("nonsaturating", "saturating"), key="model.gan_loss")
+        check_loss(self.gan_loss, LOGISTIC_LOSSES, key="model.gan_loss")
         check_architecture(self.family, self.depth, self.width, self.d_norm, self.encoder_norm)
-        if self.latent_dim < 1:
-            raise ConfigError(f"model.latent_dim must be >= 1, got {self.latent_dim}")
+        require_at_least(self, "model", 1, "latent_dim")
         if self.feature_layer == 0:
             raise ConfigError("model.feature_layer is 1-based (or negative from the end), not 0")
-        for key in ("beta", "gamma", "margin", "pixel_weight", "adversarial_weight"):
-            if getattr(self, key) < 0:
-                raise ConfigError(f"model.{key} must be >= 0, got {getattr(self, key)}")
+        require_at_least(
+            self, "model", 0, "beta", "gamma", "margin", "pixel_weight", "adversarial_weight"
+        )
 
 
 @MODELS.register("vaegan")
@@ -116,10 +120,6 @@ class VAEGAN(GenerativeModel):
                 f"use 1..{blocks} or -1..-{blocks}"
             )
         self.layer = layer
-
-    @classmethod
-    def from_config(cls, cfg: VAEGANConfig, image_shape: tuple[int, int, int]) -> VAEGAN:
-        return cls(cfg, image_shape)
 
     def configure_optimizers(self, factory: OptimizerFactory) -> None:
         # The GAN's Adam settings (the paper: RMSprop, lr 3e-4, with a BatchNorm D).
