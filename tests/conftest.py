@@ -11,6 +11,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
+import gentrain.config  # noqa: F401  (registers the schemas the YAML presets extend)
 from gentrain.paths import config_dir
 
 REPO = Path(__file__).resolve().parents[1]

@@ -20,7 +20,7 @@ from gentrain.data import DatasetConfig
 from gentrain.errors import ConfigError, require_at_least
 from gentrain.evaluation.evaluator import EvalConfig
 from gentrain.optim import OptimizerConfig
-from gentrain.registry import DATASETS, LOGGERS, MODELS, OPTIMIZERS
+from gentrain.registry import DATASETS, LOGGERS, MODELS, OPTIMIZERS, store_schema
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
@@ -115,6 +115,9 @@ PLAIN_SECTIONS = {
     "paths": PathsConfig,
     "eval": EvalConfig,
 }
+# configs/trainer/default.yaml and configs/eval/default.yaml extend these (one home per default)
+for _group, _schema in (("trainer", TrainerConfig), ("eval", EvalConfig)):
+    store_schema(_group, "default", _schema)
 TOP_LEVEL = {"seed", "optimized_metric", "task_name", "tags", "init_from"}
 
 

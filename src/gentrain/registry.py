@@ -1,7 +1,9 @@
 """Name -> builder registries, in the style of mmengine and fairseq.
 
 A config group option, its registry key and its ``name:`` field are the same string,
-so ``model=vae`` on the command line finds ``MODELS["vae"]``.
+so ``model=vae`` on the command line finds ``MODELS["vae"]``. A registry with a config
+group (``MODELS``) also puts each entry's ``Config`` dataclass into Hydra's ConfigStore
+(fairseq's ``register_model``): the dataclass is the one home of every default.
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ T = TypeVar("T")
 class Registry(Generic[T]):
     """A typed mapping from names to builders that explains unknown names."""
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, config_group: str | None = None) -> None:
         self.kind = kind
+        self.config_group = config_group  # entries' ``Config`` schemas go to this group
         self._entries: dict[str, T] = {}
 
     def register(self, name: str) -> Callable[[T], T]:
@@ -27,9 +30,15 @@ class Registry(Generic[T]):
             if name in self._entries:
                 raise ValueError(f"{self.kind} {name!r} is registered twice")
             self._entries[name] = obj
+            if self.config_group is not None:
+                store_schema(self.config_group, name, obj.Config)
             return obj
 
         return decorator
+
+    def unregister(self, name: str) -> None:
+        """Forget ``name`` (tests that register a model of their own clean up with it)."""
+        del self._entries[name]
 
     def get(self, name: str) -> T:
         try:
@@ -52,7 +61,29 @@ class Registry(Generic[T]):
         return iter(self.names())
 
 
-MODELS: Registry = Registry("model")
+def store_schema(group: str, name: str, schema: type) -> None:
+    """Put the defaults of dataclass ``schema`` into Hydra's ConfigStore as
+    ``schema/<group>/<name>``.
+
+    The option file ``configs/<group>/<name>.yaml`` extends it (``defaults:
+    [/schema/<group>/<name>@_here_, _self_]``) and holds only what its preset changes, so
+    each default is written once, in the dataclass. With no such file, the defaults are
+    also the option ``<group>=<name>`` itself: a new model needs no YAML to train.
+    Types and ranges are still checked by ``config.validate_config`` (with its messages).
+    """
+    from hydra.core.config_store import ConfigStore
+    from omegaconf import OmegaConf
+
+    from gentrain.paths import config_dir
+
+    defaults = OmegaConf.to_container(OmegaConf.structured(schema))
+    store = ConfigStore.instance()
+    store.store(group=f"schema/{group}", name=name, node=defaults)
+    if not (config_dir() / group / f"{name}.yaml").is_file():
+        store.store(group=group, name=name, node=defaults)
+
+
+MODELS: Registry = Registry("model", config_group="model")
 DATASETS: Registry = Registry("dataset")
 OPTIMIZERS: Registry = Registry("optimizer")
 LOGGERS: Registry = Registry("logger")
