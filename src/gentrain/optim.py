@@ -6,6 +6,7 @@ Models ask for one optimiser per network and pass their recommended settings
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -16,6 +17,8 @@ from torch.optim.lr_scheduler import LambdaLR, LRScheduler
 
 from gentrain.errors import ConfigError
 from gentrain.registry import OPTIMIZERS
+
+log = logging.getLogger("gentrain")
 
 
 @dataclass
@@ -51,7 +54,7 @@ class OptimizerConfig:
 
 
 def _settings(cfg: OptimizerConfig, network: str, recommended: dict[str, Any]) -> dict[str, Any]:
-    chosen = {"lr": 1e-3, **recommended}
+    chosen = dict(recommended)
     for key in ("lr", "betas", "momentum", "eps"):
         if getattr(cfg, key) is not None:
             chosen[key] = getattr(cfg, key)
@@ -99,6 +102,7 @@ class OptimizerFactory:
     ) -> tuple[torch.optim.Optimizer, LRScheduler]:
         self.networks_seen.append(network)
         settings = _settings(self.cfg, network, recommended or {})
+        log.info("optimizer of %s: %s %s", network, self.cfg.name, settings)
         optimizer = OPTIMIZERS.get(self.cfg.name)(params, settings)
         return optimizer, LambdaLR(optimizer, lr_schedule(self.cfg, self.total_steps))
 

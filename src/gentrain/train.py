@@ -118,7 +118,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         metrics = trainer.fit(model, data, run.optimizer, resume_from=resume_from)
         # Everything the run spent: data, training, evaluation, earlier processes if resumed.
         metrics["time/wall_seconds"] = wall_clock.seconds
-        rates = {name: s.base_lrs[0] for name, s in model.schedulers.items()}
+        rates = model.initial_learning_rates()
         logger.log_hparams(
             flat_hparams(cfg), metrics, run.optimized_metric, changed_knobs(run.model), rates
         )

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -106,6 +105,52 @@ class Stopwatch:
         return self._banked + running
 
 
+@dataclass
+class TrainingPlan:
+    """What ``fit`` settles before the first step and its phases share."""
+
+    loader: DeviceTensorLoader
+    val_images: torch.Tensor  # uint8, on the device
+    total_steps: int  # max_epochs and max_steps, whichever ends first
+    lr_varies: bool  # a schedule or warm-up: log lr/<network> curves
+    out_of_time: bool = False  # trainer.max_seconds spent
+
+
+class LogWindow:
+    """Running sums of the loss terms since the last log line, and the images/s of it.
+
+    Sums stay on the device (no host sync per step); ``close`` reads them once.
+    """
+
+    def __init__(self, batch_size: int) -> None:
+        self.batch_size = batch_size
+        self.rate = 0.0  # images/s of the last closed window
+        self.shown: dict[str, float] = {}  # mean terms of the last closed window
+        self._reset()
+
+    def _reset(self) -> None:
+        self.sums: dict[str, torch.Tensor] = {}
+        self.steps = 0
+        self.started = time.perf_counter()
+
+    def add(self, terms: dict[str, torch.Tensor]) -> None:
+        self.steps += 1
+        for name, value in terms.items():
+            self.sums[name] = self.sums.get(name, 0.0) + value.float()
+
+    def exclude(self, seconds: float) -> None:
+        """Leave a pause (validation, evaluation) out of the window's images/s."""
+        self.started += seconds
+
+    def close(self) -> dict[str, float]:
+        """The window's mean terms (and ``rate``); a new window starts."""
+        elapsed = time.perf_counter() - self.started
+        self.rate = self.steps * self.batch_size / max(elapsed, 1e-9)
+        self.shown = {k: float(v) / self.steps for k, v in self.sums.items()}
+        self._reset()
+        return self.shown
+
+
 class Trainer:
     """Runs ``model`` on ``data``: see ``fit``."""
 
@@ -153,20 +198,47 @@ class Trainer:
     ) -> dict[str, float]:
         """Train until ``max_epochs``, ``max_steps`` or ``max_seconds``; return the final
         metrics."""
+        plan = self._prepare(model, data, optimizer_cfg, resume_from)
+        stop = StopRequested()
+        metrics: dict[str, float] = {}
+        with stop.installed(), TrainingProgress(plan.total_steps, self.cfg.progress) as progress:
+            window = LogWindow(self.cfg.batch_size)
+            progress.update(self.step, str(self.epoch + 1), 0.0, {})
+            self.clock.start()
+            while not self._should_stop(plan, stop):
+                if not self._train_epoch(model, plan, window, progress, stop):
+                    break  # max_steps/max_seconds reached or a stop was requested mid-epoch
+                metrics = self._end_epoch(model, plan, window)
+            self.clock.pause()
+        return self._finish(model, plan, metrics, stop)
+
+    # --- the phases of ``fit``, in the order they run ---------------------------------------
+    def _prepare(
+        self,
+        model: GenerativeModel,
+        data: ImageData,
+        optimizer_cfg: OptimizerConfig,
+        resume_from: Path | None,
+    ) -> TrainingPlan:
+        """Loader, validation images, optimisers, the grids' fixed inputs; resume if asked."""
         cfg = self.cfg
         loader = DeviceTensorLoader(data.train, cfg.batch_size, self.device, seed=self.seed)
         val_count = len(data.val)
         if cfg.limit_val_batches is not None:
             val_count = min(val_count, cfg.limit_val_batches * cfg.val_batch_size)
-        val_images = data.val[:val_count].to(self.device)
         total_steps = cfg.max_epochs * len(loader)
         if cfg.max_steps is not None:
             total_steps = min(total_steps, cfg.max_steps)
+        plan = TrainingPlan(
+            loader=loader,
+            val_images=data.val[:val_count].to(self.device),
+            total_steps=total_steps,
+            lr_varies=optimizer_cfg.scheduler != "constant" or optimizer_cfg.warmup_steps > 0,
+        )
 
         model.to(self.device)
         factory = OptimizerFactory(optimizer_cfg, total_steps, cfg.gradient_clip_norm)
         model.configure_optimizers(factory)
-        lr_varies = optimizer_cfg.scheduler != "constant" or optimizer_cfg.warmup_steps > 0
         factory.check_networks()
 
         # Fixed inputs for the image grids: the same noise and validation images all run long.
@@ -177,7 +249,8 @@ class Trainer:
             self._restore(model, resume_from)
         else:
             self.history_path.unlink(missing_ok=True)  # a fresh run starts a fresh curve
-
+        # trainer.max_seconds spent (already, for a run resumed after its budget)
+        plan.out_of_time = cfg.max_seconds is not None and self.clock.seconds >= cfg.max_seconds
         log.info(
             "training %s on %s: %d steps (%d per epoch, batch %d) on %s, %s parameters",
             type(model).__name__,
@@ -188,86 +261,98 @@ class Trainer:
             self.device,
             f"{sum(p.numel() for p in model.parameters()):,}",
         )
-        metrics: dict[str, float] = {}
-        sums: dict[str, torch.Tensor] = {}
-        window_steps, window_start = 0, time.perf_counter()
-        images_per_sec, shown = 0.0, {}
-        # trainer.max_seconds spent (already, for a run resumed after its budget)
-        out_of_time = cfg.max_seconds is not None and self.clock.seconds >= cfg.max_seconds
-        stop = StopRequested()
-        with stop.installed(), TrainingProgress(total_steps, cfg.progress) as progress:
-            progress.update(self.step, str(self.epoch + 1), 0.0, {})
-            self.clock.start()
-            while (
-                self.epoch < cfg.max_epochs
-                and self.step < total_steps
-                and not out_of_time
-                and not stop
-            ):
-                model.train()
-                for x in loader.epoch(self.epoch, start_batch=self.batch_in_epoch):
-                    terms = model.training_step(x)
-                    self.step += 1
-                    self.batch_in_epoch += 1
-                    window_steps += 1
-                    self._check_finite(terms)
-                    for name, value in terms.items():
-                        sums[name] = sums.get(name, 0.0) + value.float()
-                    if cfg.max_seconds is not None:
-                        out_of_time = self.clock.seconds >= cfg.max_seconds
-                    done = self.step >= total_steps or out_of_time
+        return plan
 
-                    if self.step % cfg.log_every_n_steps == 0 or done:
-                        elapsed = time.perf_counter() - window_start
-                        images_per_sec = window_steps * cfg.batch_size / max(elapsed, 1e-9)
-                        shown = {k: float(v) / window_steps for k, v in sums.items()}
-                        scalars = {f"train/{k}": v for k, v in shown.items()}
-                        scalars["train/images_per_sec"] = images_per_sec
-                        for network, scheduler in model.schedulers.items():
-                            if lr_varies:  # a constant rate is in the config, not a curve
-                                scalars[f"lr/{network}"] = scheduler.get_last_lr()[0]
-                        self.logger.log_scalars(scalars, self.step)
-                        progress.update(
-                            self.step, str(self.epoch + 1), images_per_sec, shown, force_line=True
-                        )
-                        sums, window_steps, window_start = {}, 0, time.perf_counter()
-                    else:
-                        progress.update(self.step, str(self.epoch + 1), images_per_sec, shown)
+    def _should_stop(self, plan: TrainingPlan, stop: StopRequested) -> bool:
+        """Whether to start no further epoch: epochs, steps or time spent, or a signal."""
+        return (
+            self.epoch >= self.cfg.max_epochs
+            or self.step >= plan.total_steps
+            or plan.out_of_time
+            or bool(stop)
+        )
 
-                    if self.step % cfg.images_every_n_steps == 0:
-                        self._log_grids(model)
-                    last_of_epoch = self.batch_in_epoch == len(loader)
-                    if stop or (done and not last_of_epoch):
-                        break
-                    if self.step % cfg.checkpoint_every_n_steps == 0 and not last_of_epoch:
-                        self._save(model)
-                else:  # the epoch ran to its end
-                    self.epoch += 1
-                    self.batch_in_epoch = 0
-                    pause = time.perf_counter()
-                    self.clock.pause()
-                    metrics = self._validate(model, val_images)
-                    last_epoch = self.epoch == cfg.max_epochs or self.step >= total_steps
-                    last_epoch = last_epoch or out_of_time
-                    if self.epoch % self.eval_every_n_epochs == 0 or last_epoch:
-                        metrics.update(self._evaluate(model, final=last_epoch))
-                    self._record_history(metrics)
-                    self.logger.log_layout(list(model.schedulers))  # every tag known now
-                    self._log_grids(model)
-                    self._save(model)
-                    window_start += time.perf_counter() - pause  # keep eval out of images/s
-                    self.clock.start()
-                    continue
-                break  # max_steps/max_seconds reached or a stop was requested mid-epoch
-            self.clock.pause()
+    def _train_epoch(
+        self,
+        model: GenerativeModel,
+        plan: TrainingPlan,
+        window: LogWindow,
+        progress: TrainingProgress,
+        stop: StopRequested,
+    ) -> bool:
+        """Train the rest of this epoch; False if a budget or a signal cut it short."""
+        cfg = self.cfg
+        model.train()
+        for x in plan.loader.epoch(self.epoch, start_batch=self.batch_in_epoch):
+            terms = model.training_step(x)
+            self.step += 1
+            self.batch_in_epoch += 1
+            self._check_finite(terms)
+            window.add(terms)
+            if cfg.max_seconds is not None:
+                plan.out_of_time = self.clock.seconds >= cfg.max_seconds
+            done = self.step >= plan.total_steps or plan.out_of_time
+            if self.step % cfg.log_every_n_steps == 0 or done:
+                self._close_log_window(model, plan, window, progress)
+            else:
+                progress.update(self.step, str(self.epoch + 1), window.rate, window.shown)
+            if self.step % cfg.images_every_n_steps == 0:
+                self._log_grids(model)
+            last_of_epoch = self.batch_in_epoch == len(plan.loader)
+            if stop or (done and not last_of_epoch):
+                return False
+            if self.step % cfg.checkpoint_every_n_steps == 0 and not last_of_epoch:
+                self._save(model)
+        return True
 
+    def _close_log_window(
+        self,
+        model: GenerativeModel,
+        plan: TrainingPlan,
+        window: LogWindow,
+        progress: TrainingProgress,
+    ) -> None:
+        """Log the window's mean loss terms, images/s and learning rates; start a new one."""
+        scalars = {f"train/{k}": v for k, v in window.close().items()}
+        scalars["train/images_per_sec"] = window.rate
+        if plan.lr_varies:  # a constant rate is in the config, not a curve
+            scalars.update({f"lr/{k}": v for k, v in model.learning_rates().items()})
+        self.logger.log_scalars(scalars, self.step)
+        progress.update(self.step, str(self.epoch + 1), window.rate, window.shown, force_line=True)
+
+    def _end_epoch(
+        self, model: GenerativeModel, plan: TrainingPlan, window: LogWindow
+    ) -> dict[str, float]:
+        """Validate, evaluate (every ``eval_every_n_epochs`` and after the last epoch), log
+        and checkpoint; the time this takes counts neither as training nor in images/s."""
+        self.epoch += 1
+        self.batch_in_epoch = 0
+        pause = time.perf_counter()
+        self.clock.pause()
+        metrics = self._validate(model, plan.val_images)
+        last_epoch = self.epoch == self.cfg.max_epochs or self.step >= plan.total_steps
+        last_epoch = last_epoch or plan.out_of_time
+        if self.epoch % self.eval_every_n_epochs == 0 or last_epoch:
+            metrics.update(self._evaluate(model, final=last_epoch))
+        self._log_validation(model, metrics)
+        self._save(model)
+        window.exclude(time.perf_counter() - pause)
+        self.clock.start()
+        return metrics
+
+    def _finish(
+        self,
+        model: GenerativeModel,
+        plan: TrainingPlan,
+        metrics: dict[str, float],
+        stop: StopRequested,
+    ) -> dict[str, float]:
+        """Validate a run stopped mid-epoch, save what is unsaved, return the metrics."""
         if self.batch_in_epoch or not metrics:  # stopped mid-epoch: still validate
-            metrics = self._validate(model, val_images)
+            metrics = self._validate(model, plan.val_images)
             if not stop:
                 metrics.update(self._evaluate(model, final=True))
-            self._record_history(metrics)
-            self.logger.log_layout(list(model.schedulers))
-            self._log_grids(model)
+            self._log_validation(model, metrics)
         if self._saved_step != self.step:
             self._save(model)
         self._write_final_grids()
@@ -280,17 +365,22 @@ class Trainer:
                 self.checkpoint_path,
             )
         seconds = self.clock.seconds  # all of the run's training, resumed parts included
-        metrics = {
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        rate = self.step * self.cfg.batch_size / seconds if seconds > 0 else 0.0
+        return {
             **metrics,
-            "train/images_per_sec": self.step * cfg.batch_size / seconds if seconds > 0 else 0.0,
+            "train/images_per_sec": rate,
             "train/seconds": self.clock.seconds,
-            "model/parameters": float(
-                sum(p.numel() for p in model.parameters() if p.requires_grad)
-            ),
+            "model/parameters": float(trainable),
             "step": float(self.step),
             "epoch": float(self.epoch),
         }
-        return metrics
+
+    def _log_validation(self, model: GenerativeModel, metrics: dict[str, float]) -> None:
+        """A validation's record in history.jsonl, the dashboard's layout, fresh grids."""
+        self._record_history(metrics)
+        self.logger.log_layout(list(model.learning_rates()))  # every tag known now
+        self._log_grids(model)
 
     # ---------------------------------------------------------------------------------------
     def _check_finite(self, terms: dict[str, torch.Tensor]) -> None:
@@ -367,17 +457,10 @@ class Trainer:
     def _log_grids(self, model: GenerativeModel) -> None:
         was_training = model.training
         model.eval()
-        nrow = max(1, int(math.sqrt(len(self.fixed_noise))))
-        samples = model.sample(self.fixed_noise.to(self.device)).clamp(0, 1)
-        self.grids["samples"] = make_grid(samples.cpu(), nrow=nrow, padding=2, pad_value=0.5)
-        self.logger.log_image("samples", self.grids["samples"], self.step)
-        if model.has_encoder:
-            x = self.fixed_images.float().div(255.0)
-            recon = model.reconstruct(x).clamp(0, 1)
-            pairs = torch.stack([x, recon], dim=1).flatten(0, 1)  # original, reconstruction, ...
-            grid = make_grid(pairs.cpu(), nrow=2 * max(1, nrow // 2), padding=2, pad_value=0.5)
-            self.grids["reconstructions"] = grid
-            self.logger.log_image("reconstructions", grid, self.step)
+        images = self.fixed_images.float().div(255.0)
+        for name, (batch, nrow) in model.previews(self.fixed_noise.to(self.device), images).items():
+            self.grids[name] = make_grid(batch.cpu(), nrow=nrow, padding=2, pad_value=0.5)
+            self.logger.log_image(name, self.grids[name], self.step)
         model.train(was_training)
 
     @rank_zero_only

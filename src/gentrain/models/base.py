@@ -8,8 +8,9 @@ inside a model beyond this class.
 
 from __future__ import annotations
 
+import math
 import warnings
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -21,8 +22,14 @@ from gentrain.registry import MODELS
 class GenerativeModel(nn.Module):
     """Base class for registered models. Images in and out are floats in [0, 1]."""
 
+    #: the ``model.*`` schema: its fields and defaults are the model's config (registered
+    #: with Hydra's ConfigStore by ``@MODELS.register``)
+    Config: ClassVar[type]
     #: whether ``reconstruct`` is meaningful (VAE, VAE-GAN) or not (GAN)
     has_encoder: bool = False
+    #: the model's optimiser recipe, for every network, where ``optimizer.*`` is null
+    #: (``optimizer.lr=...`` and ``optimizer.per_network`` override it); logged at start
+    optimizer_defaults: ClassVar[dict[str, Any]] = {"lr": 1e-3}
 
     def __init__(self, image_shape: tuple[int, int, int], latent_dim: int) -> None:
         super().__init__()
@@ -39,8 +46,9 @@ class GenerativeModel(nn.Module):
         return cls(cfg, image_shape)
 
     # --- what every model implements -------------------------------------------------
-    def configure_optimizers(self, factory: OptimizerFactory) -> None:
-        """Create one optimiser per network with ``self.add_optimizer``."""
+    def networks(self) -> dict[str, nn.Module]:
+        """The networks that get an optimiser each, by name (``optimizer.per_network``
+        keys, ``lr/<name>`` curves, the keys of ``update``'s losses)."""
         raise NotImplementedError
 
     def training_step(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -63,6 +71,37 @@ class GenerativeModel(nn.Module):
         raise NotImplementedError(f"{type(self).__name__} has no encoder")
 
     # --- shared helpers ---------------------------------------------------------------
+    def recommended_optimizer(self) -> dict[str, Any]:
+        """The optimiser settings this configuration trains with by default."""
+        return dict(self.optimizer_defaults)
+
+    def configure_optimizers(self, factory: OptimizerFactory) -> None:
+        """One optimiser and schedule per network of ``networks``."""
+        for network, module in self.networks().items():
+            self.add_optimizer(factory, network, module)
+
+    def learning_rates(self) -> dict[str, float]:
+        """Each network's learning rate at this step (for the ``lr/<network>`` curves)."""
+        return {name: s.get_last_lr()[0] for name, s in self.schedulers.items()}
+
+    def initial_learning_rates(self) -> dict[str, float]:
+        """Each network's learning rate before any schedule (for the HParams tab)."""
+        return {name: s.base_lrs[0] for name, s in self.schedulers.items()}
+
+    @torch.no_grad()
+    def previews(
+        self, noise: torch.Tensor, images: torch.Tensor
+    ) -> dict[str, tuple[torch.Tensor, int]]:
+        """The trainer's image grids, by name: (images in [0, 1], images per row). Samples
+        of ``noise``; with an encoder, ``images`` each followed by its reconstruction."""
+        nrow = max(1, int(math.sqrt(len(noise))))
+        grids = {"samples": (self.sample(noise).clamp(0, 1), nrow)}
+        if self.has_encoder:
+            recon = self.reconstruct(images).clamp(0, 1)
+            pairs = torch.stack([images, recon], dim=1).flatten(0, 1)  # original, recon, ...
+            grids["reconstructions"] = (pairs, 2 * max(1, nrow // 2))
+        return grids
+
     def sample_noise(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         return torch.randn(n, self.latent_dim, generator=generator)
 
@@ -73,7 +112,10 @@ class GenerativeModel(nn.Module):
         module: nn.Module,
         recommended: dict[str, Any] | None = None,
     ) -> None:
-        """Give ``module`` (one network) its own optimiser and learning-rate schedule."""
+        """Give ``module`` (one network) its own optimiser and learning-rate schedule, from
+        ``recommended`` settings (default: ``recommended_optimizer()``)."""
+        if recommended is None:
+            recommended = self.recommended_optimizer()
         optimizer, scheduler = factory.build(network, module.parameters(), recommended)
         self.optimizers[network] = optimizer
         self.schedulers[network] = scheduler

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -28,7 +29,6 @@ from gentrain.models.adversarial import (
 from gentrain.models.augment import augment, parse_policy
 from gentrain.models.base import GenerativeModel
 from gentrain.models.nets import ConvDecoder, ConvEncoder, check_architecture
-from gentrain.optim import OptimizerFactory
 from gentrain.registry import MODELS
 
 GAN_KINDS = ("nonsaturating", "hinge", "lsgan", "wgan_gp")
@@ -85,6 +85,9 @@ class GAN(GenerativeModel):
     """Generator G(z) and discriminator D(x), trained adversarially."""
 
     Config = GANConfig
+    #: DCGAN's Adam settings; with ``loss=wgan_gp``, Gulrajani et al.'s
+    optimizer_defaults = {"lr": 2e-4, "betas": (0.5, 0.999)}
+    wgan_gp_optimizer_defaults = {"lr": 1e-4, "betas": (0.0, 0.9)}
     #: init_from: a VAE's (or VAE-GAN's) decoder becomes the generator and its EMA copy
     warm_start_sources = {
         "VAE": [("decoder.", "generator."), ("decoder.", "generator_ema.")],
@@ -121,13 +124,13 @@ class GAN(GenerativeModel):
         t = int(self.g_steps)
         return min(self.cfg.ema_decay, (1.0 + t) / (10.0 + t))
 
-    def configure_optimizers(self, factory: OptimizerFactory) -> None:
-        if self.cfg.loss == "wgan_gp":  # Gulrajani et al.'s Adam settings
-            recommended = {"lr": 1e-4, "betas": (0.0, 0.9)}
-        else:  # DCGAN's
-            recommended = {"lr": 2e-4, "betas": (0.5, 0.999)}
-        self.add_optimizer(factory, "generator", self.generator, recommended)
-        self.add_optimizer(factory, "discriminator", self.discriminator, recommended)
+    def networks(self) -> dict[str, nn.Module]:
+        return {"generator": self.generator, "discriminator": self.discriminator}
+
+    def recommended_optimizer(self) -> dict[str, Any]:
+        if self.cfg.loss == "wgan_gp":
+            return dict(self.wgan_gp_optimizer_defaults)
+        return dict(self.optimizer_defaults)
 
     def generate(self, noise: torch.Tensor, generator: nn.Module | None = None) -> torch.Tensor:
         return torch.sigmoid((generator or self.generator)(noise))

@@ -19,7 +19,6 @@ from torch.distributions import ContinuousBernoulli
 from gentrain.errors import ConfigError, require_at_least
 from gentrain.models.base import GenerativeModel
 from gentrain.models.nets import ConvDecoder, ConvEncoder, check_architecture
-from gentrain.optim import OptimizerFactory
 from gentrain.registry import MODELS
 
 LIKELIHOODS = ("bernoulli", "continuous_bernoulli", "discretized_logistic", "gaussian", "laplace")
@@ -131,6 +130,7 @@ class VAE(GenerativeModel):
     """Encoder q(z|x) = N(mu, diag(exp(logvar))), decoder p(x|z), prior N(0, I)."""
 
     Config = VAEConfig
+    optimizer_defaults = {"lr": 1e-3}  # Adam's own default
     has_encoder = True
     IWAE_IMAGES_PER_PASS = 8192  # decoder batch of the NLL estimate: bounds its memory
     #: init_from: checkpoints this model can start from (see gentrain/warm_start.py)
@@ -156,8 +156,8 @@ class VAE(GenerativeModel):
         # Counts optimiser steps for the KL warm-up; a buffer so checkpoints carry it.
         self.register_buffer("steps_done", torch.zeros((), dtype=torch.long))
 
-    def configure_optimizers(self, factory: OptimizerFactory) -> None:
-        self.add_optimizer(factory, "vae", self)
+    def networks(self) -> dict[str, nn.Module]:
+        return {"vae": self}  # one optimiser for encoder, decoder (and a learned scale)
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         mu, logvar = self.encoder(x).chunk(2, dim=1)

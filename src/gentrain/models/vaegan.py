@@ -32,6 +32,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from gentrain.errors import ConfigError, require_at_least
 from gentrain.models.adversarial import (
@@ -44,7 +45,6 @@ from gentrain.models.base import GenerativeModel
 from gentrain.models.gan import to_signed
 from gentrain.models.nets import ConvDecoder, ConvEncoder, check_architecture
 from gentrain.models.vae import gaussian_kl
-from gentrain.optim import OptimizerFactory
 from gentrain.registry import MODELS
 
 
@@ -89,6 +89,8 @@ class VAEGAN(GenerativeModel):
     """Encoder, decoder (= generator) and discriminator, trained as in Larsen et al. 2016."""
 
     Config = VAEGANConfig
+    #: the GAN's Adam settings (the paper: RMSprop, lr 3e-4, with a BatchNorm D)
+    optimizer_defaults = {"lr": 2e-4, "betas": (0.5, 0.999)}
     has_encoder = True
     #: init_from: a trained VAE gives encoder and decoder; the discriminator starts fresh
     warm_start_sources = {
@@ -121,12 +123,12 @@ class VAEGAN(GenerativeModel):
             )
         self.layer = layer
 
-    def configure_optimizers(self, factory: OptimizerFactory) -> None:
-        # The GAN's Adam settings (the paper: RMSprop, lr 3e-4, with a BatchNorm D).
-        recommended = {"lr": 2e-4, "betas": (0.5, 0.999)}
-        self.add_optimizer(factory, "encoder", self.encoder, recommended)
-        self.add_optimizer(factory, "decoder", self.decoder, recommended)
-        self.add_optimizer(factory, "discriminator", self.discriminator, recommended)
+    def networks(self) -> dict[str, nn.Module]:
+        return {
+            "encoder": self.encoder,
+            "decoder": self.decoder,
+            "discriminator": self.discriminator,
+        }
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         mu, logvar = self.encoder(x).chunk(2, dim=1)
