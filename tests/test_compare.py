@@ -9,7 +9,9 @@ import statistics
 import pytest
 from PIL import Image
 
-from gentrain.compare import check_runs, load_arms, main, plan_runs
+from gentrain.compare import main
+from gentrain.comparison.arms import load_arms, plan_runs
+from gentrain.comparison.checks import check_runs
 from gentrain.errors import ConfigError
 from gentrain.report import build_report
 
@@ -22,7 +24,7 @@ def write_spec(path, arms):
 
 
 def test_arms_subset_brings_its_source_and_bad_names_list_the_valid_ones(tmp_path):
-    from gentrain.compare import spec_path
+    from gentrain.comparison.arms import spec_path
 
     arms = load_arms(spec_path(), ["vae_to_vaegan"])
     assert [a.name for a in arms] == ["vae", "vae_to_vaegan"]
@@ -40,7 +42,7 @@ def test_arms_subset_brings_its_source_and_bad_names_list_the_valid_ones(tmp_pat
 
 
 def test_the_commands_differ_only_in_arm_seed_and_directory(tmp_path):
-    from gentrain.compare import spec_path
+    from gentrain.comparison.arms import spec_path
 
     runs = plan_runs(load_arms(spec_path(), None), [0, 1], ["trainer.max_epochs=3"], tmp_path)
     assert [r.key for r in runs[:4]] == [
@@ -237,7 +239,7 @@ def test_tiny_comparison_end_to_end(tmp_path, data_dir, cache_dir, monkeypatch, 
 def test_every_arm_takes_the_command_line_dataset_and_shares_one_latent_size(tmp_path):
     from conftest import compose_config
 
-    from gentrain.compare import spec_path
+    from gentrain.comparison.arms import spec_path
 
     runs = plan_runs(load_arms(spec_path(), None), [0], ["dataset=fashion_mnist"], tmp_path)
     for run in runs:
@@ -258,13 +260,13 @@ def test_a_cell_says_how_many_seeds_it_averages():
 
 
 def _arm(name, overrides, init_from=None):
-    from gentrain.compare import Arm
+    from gentrain.comparison.arms import Arm
 
     return Arm(name, name.upper(), overrides, init_from)
 
 
 def test_a_directory_grows_by_seeds_and_arms_but_keeps_its_definitions(tmp_path):
-    from gentrain.compare import CompareState
+    from gentrain.comparison.state import CompareState
 
     out = tmp_path / "cmp"
     order = ["vae", "gan", "conv"]
@@ -293,7 +295,7 @@ def test_a_directory_grows_by_seeds_and_arms_but_keeps_its_definitions(tmp_path)
 def test_one_compare_at_a_time_in_a_directory(tmp_path):
     import fcntl
 
-    from gentrain.compare import CompareState
+    from gentrain.comparison.state import CompareState
 
     out = tmp_path / "cmp"
     out.mkdir()

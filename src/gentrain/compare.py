@@ -16,360 +16,20 @@ grids, ``fid_vs_time.png``, ``summary.json``, ``tb/``) is built from those direc
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import shlex
-import signal
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from omegaconf import OmegaConf
-
-from gentrain.checkpoint import atomic_write_bytes
-from gentrain.child_process import ChildRun
 from gentrain.cli_help import command_parser
+from gentrain.comparison.arms import Arm, Run, display, load_arms, plan_runs, spec_path
+from gentrain.comparison.checks import check_runs, prepare_features
+from gentrain.comparison.runner import execute
+from gentrain.comparison.state import STATE_FILE, CompareState
 from gentrain.config import RunConfig
 from gentrain.console import console, print_error, print_line
 from gentrain.errors import ConfigError, GentrainError
-from gentrain.paths import config_dir, last_checkpoint
-from gentrain.runtime import resolve_device
-
-STATE_FILE = "compare.json"  # the plan and each run's status: what a rerun continues from
-
-
-@dataclass
-class Arm:
-    name: str
-    label: str
-    overrides: list[str]
-    init_from: str | None = None
-
-
-@dataclass
-class Run:
-    arm: Arm
-    seed: int
-    run_dir: Path
-    overrides: list[str]  # everything but how it starts (init_from / resume)
-
-    @property
-    def key(self) -> str:
-        return f"{self.arm.name}/seed_{self.seed}"
-
-    def command(self, source: Run | None, resume: bool) -> list[str]:
-        """The ``gentrain`` arguments of this run: fresh, warm-started, or resumed."""
-        args = [*self.overrides, f"hydra.run.dir={self.run_dir}"]
-        if resume:
-            args.append(f"trainer.resume={last_checkpoint(self.run_dir)}")
-        elif source is not None:
-            args.append(f"init_from={source.run_dir}")
-        return args
-
-    def reproduce(self, source: Run | None) -> str:
-        """The command that trains this run again from scratch, into a new directory (the
-        comparison's own is taken: gentrain refuses to start a new run over a checkpoint)."""
-        args = list(self.overrides)
-        if source is not None:
-            args.append(f"init_from={source.run_dir}")
-        return display(args)
-
-
-def spec_path() -> Path:
-    return config_dir() / "compare.yaml"
-
-
-def load_arms(path: Path, names: list[str] | None) -> list[Arm]:
-    """The arms of ``path`` (all, or ``names`` in that file's order), sources first."""
-    if not path.is_file():
-        raise ConfigError(f"--spec {path}: no such file")
-    spec = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
-    if not isinstance(spec, dict) or not isinstance(spec.get("arms"), dict) or not spec["arms"]:
-        raise ConfigError(f"{path}: expected a mapping `arms: {{name: {{label, overrides}}}}`")
-    arms = []
-    for name, body in spec["arms"].items():
-        if not isinstance(body, dict) or not isinstance(body.get("overrides"), list):
-            raise ConfigError(f"{path}: arm {name!r} needs a list `overrides`")
-        unknown = set(body) - {"label", "overrides", "init_from"}
-        if unknown:
-            raise ConfigError(
-                f"{path}: arm {name!r} has unknown key(s) {sorted(unknown)}; "
-                "valid: label, overrides, init_from"
-            )
-        arms.append(
-            Arm(
-                name=str(name),
-                label=str(body.get("label", name)),
-                overrides=[str(o) for o in body["overrides"]],
-                init_from=body.get("init_from"),
-            )
-        )
-    by_name = {a.name: a for a in arms}
-    if names:
-        unknown = [n for n in names if n not in by_name]
-        if unknown:
-            raise ConfigError(
-                f"unknown arm(s) {', '.join(unknown)}; {path} has: {', '.join(by_name)}"
-            )
-        wanted = set(names)
-        for arm in arms:  # a chosen warm-started arm brings its source along
-            if arm.name in wanted and arm.init_from:
-                wanted.add(arm.init_from)
-        arms = [a for a in arms if a.name in wanted]
-    seen: set[str] = set()
-    for arm in arms:
-        if arm.init_from is not None and arm.init_from not in seen:
-            raise ConfigError(
-                f"{path}: arm {arm.name!r} starts from {arm.init_from!r}, which must be an arm "
-                f"listed before it; arms: {', '.join(by_name)}"
-            )
-        seen.add(arm.name)
-    return arms
-
-
-def plan_runs(arms: list[Arm], seeds: list[int], overrides: list[str], out: Path) -> list[Run]:
-    """Every (seed, arm) run, seed by seed so a first full comparison comes early."""
-    runs = []
-    for seed in seeds:
-        for arm in arms:
-            run_dir = (out / "runs" / arm.name / f"seed_{seed}").resolve()
-            args = [*arm.overrides, *overrides, f"seed={seed}"]
-            runs.append(Run(arm, seed, run_dir, args))
-    return runs
-
-
-def check_runs(runs: list[Run], time_budget: bool = False) -> RunConfig:
-    """Compose and validate every run's config, and check each warm start's shapes, before
-    anything trains: a typo or a mismatched arm fails in seconds, not after an hour."""
-    import torch
-    from hydra import compose, initialize_config_dir
-
-    from gentrain.config import validate_config
-    from gentrain.data import build_dataset
-    from gentrain.models import build_model
-    from gentrain.warm_start import plan_warm_start
-
-    configs = {}
-    with initialize_config_dir(version_base="1.3", config_dir=str(config_dir())):
-        for run in runs:
-            if run.seed != runs[0].seed:
-                break  # the other seeds' configs differ only in their seed
-            overrides = [o for o in run.overrides if not o.startswith("hydra.")]
-            overrides.append(f"paths.output_dir={run.run_dir}")  # Hydra's, outside an app
-            try:
-                cfg = compose(config_name="train", overrides=overrides)
-            except Exception as exc:  # Hydra's own messages name the bad override
-                raise ConfigError(f"arm {run.arm.name}: {exc}") from None
-            try:
-                configs[run.arm.name] = validate_config(cfg)
-            except ConfigError as exc:
-                raise ConfigError(f"arm {run.arm.name}: {exc}") from None
-    cosine = [name for name, c in configs.items() if c.optimizer.scheduler == "cosine"]
-    if time_budget and cosine:
-        raise ConfigError(
-            f"arm(s) {', '.join(cosine)} use optimizer.scheduler=cosine, which decays over a "
-            "known number of steps; under --seconds that number is unknown and the rate would "
-            "not decay. Use --epochs, or add optimizer.scheduler=constant"
-        )
-    latents = {name: c.model.latent_dim for name, c in configs.items()}
-    if len(set(latents.values())) > 1:
-        console.print(
-            "[yellow]warning:[/yellow] the arms' latent sizes differ "
-            f"({latents}); their sample grids cannot come from the same noise",
-            highlight=False,
-        )
-    first = next(iter(configs.values()))
-    warm = [r for r in runs if r.arm.init_from and r.arm.name in configs]
-    if not warm:
-        return first
-    data = build_dataset(first.dataset)
-    for run in warm:
-        source_name = run.arm.init_from
-        source = build_model(configs[source_name].model, data.image_shape)
-        target = build_model(configs[run.arm.name].model, data.image_shape)
-        with torch.no_grad():
-            plan_warm_start(
-                target,
-                type(source).__name__,
-                source.state_dict(),
-                f"<arm {source_name}>",
-                asdict(configs[source_name].model),
-            )
-    return first
-
-
-def prepare_features(cfg: RunConfig) -> None:
-    """Train (or load) the evaluation's feature classifier now, once, so that no run's wall
-    time includes it."""
-    if not cfg.eval.enabled or cfg.eval.features != "classifier":
-        return
-    from gentrain.data import build_dataset
-    from gentrain.evaluation.classifier import load_or_train_classifier
-
-    load_or_train_classifier(
-        build_dataset(cfg.dataset),
-        Path(cfg.paths.cache_dir),
-        resolve_device(cfg.device),
-        cfg.eval.min_accuracy,
-    )
-
-
-class CompareState:
-    """``compare.json``: the plan, each run's command and status, rewritten atomically.
-
-    A directory accumulates one comparison: later calls may add seeds or arms, but not
-    change the budget, the overrides or an arm's definition (the numbers would not be
-    comparable), and only one ``gentrain-compare`` works in it at a time.
-    """
-
-    def __init__(self, out: Path) -> None:
-        self.out = out
-        self.path = out / STATE_FILE
-        self.data: dict[str, Any] = self._read()
-
-    def _read(self) -> dict[str, Any]:
-        return json.loads(self.path.read_text()) if self.path.is_file() else {"runs": {}}
-
-    @contextmanager
-    def locked(self) -> Iterator[None]:
-        """Hold ``DIR/.lock`` while training: a second process would resume the first
-        one's runs and overwrite its state."""
-        try:
-            import fcntl
-        except ImportError:  # Windows: no advisory locks; one process at a time by hand
-            yield
-            return
-        self.out.mkdir(parents=True, exist_ok=True)
-        with (self.out / ".lock").open("a+") as handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                handle.seek(0)
-                holder = handle.read().strip() or "another process"
-                raise ConfigError(
-                    f"{self.out} is in use by another gentrain-compare ({holder}); wait for "
-                    "it to finish, or use another --out"
-                ) from None
-            handle.seek(0)
-            handle.truncate()
-            handle.write(f"pid {os.getpid()}\n")
-            handle.flush()
-            self.data = self._read()  # what the last holder left, not what we read before
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
-
-    def merge_plan(
-        self,
-        arms: list[Arm],
-        order: list[str],
-        seeds: list[int],
-        budget: list[str],
-        overrides: list[str],
-    ) -> None:
-        """Add this call's arms and seeds to the directory's plan; refuse other settings."""
-        for key, now in (("budget", budget), ("overrides", overrides)):
-            if key in self.data and self.data[key] != now:
-                raise ConfigError(
-                    f"{self.out} holds runs made with {key} {self.data[key]}, not {now}: their "
-                    "numbers would not be comparable. Use another --out, or the same settings "
-                    "(more --seeds or --arms are fine)"
-                )
-        known = {a["name"]: a for a in self.data.get("arms", [])}
-        for arm in arms:
-            before = known.get(arm.name)
-            if before is None:
-                continue
-            if (
-                before.get("overrides", arm.overrides) != arm.overrides
-                or before.get("init_from") != arm.init_from
-            ):
-                raise ConfigError(
-                    f"arm {arm.name!r} was {before.get('overrides')} "
-                    f"(init_from {before.get('init_from')}) when {self.out} was made and is "
-                    f"{arm.overrides} (init_from {arm.init_from}) now: their numbers would not "
-                    "be comparable. Use another --out, or restore the arm's definition"
-                )
-        merged = {**known, **{a.name: _arm_record(a) for a in arms}}
-        rank = {name: i for i, name in enumerate(order)}
-        names = sorted(merged, key=lambda n: rank.get(n, len(rank)))
-        self.data.update(
-            arms=[merged[n] for n in names],
-            seeds=sorted(set(self.data.get("seeds", [])) | set(seeds)),
-            budget=budget,
-            overrides=overrides,
-        )
-
-    def save(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(self.path, (json.dumps(self.data, indent=2) + "\n").encode())
-
-    def run(self, key: str) -> dict[str, Any]:
-        return self.data["runs"].setdefault(key, {"status": "pending"})
-
-
-def _arm_record(arm: Arm) -> dict[str, Any]:
-    return {
-        "name": arm.name,
-        "label": arm.label,
-        "init_from": arm.init_from,
-        "overrides": arm.overrides,
-    }
-
-
-def display(args: list[str]) -> str:
-    return "gentrain " + shlex.join(args)
-
-
-def execute(runs: list[Run], state: CompareState) -> int:
-    """Run what is not done yet, in order; return how many runs failed or were skipped."""
-    by_key = {r.key: r for r in runs}
-    problems = 0
-    root = state.out.resolve()
-    for index, run in enumerate(runs, start=1):
-        record = state.run(run.key)
-        record.update(
-            arm=run.arm.name,
-            label=run.arm.label,
-            seed=run.seed,
-            dir=str(run.run_dir.relative_to(root)),  # relative: the directory may move
-        )
-        source = by_key.get(f"{run.arm.init_from}/seed_{run.seed}") if run.arm.init_from else None
-        record["source"] = source.key if source else None
-        if record["status"] != "done" or "command" not in record:
-            record["command"] = run.reproduce(source)
-        if record["status"] == "done" and (run.run_dir / "metrics.json").is_file():
-            console.print(f"[dim][{index}/{len(runs)}] {run.key}: done, kept[/dim]")
-            continue
-        if source is not None and state.run(source.key)["status"] != "done":
-            record.update(status="skipped", error=f"its source run {source.key} did not finish")
-            problems += 1
-            state.save()
-            continue
-        resume = last_checkpoint(run.run_dir).is_file()
-        args = run.command(source, resume)
-        console.rule(f"[{index}/{len(runs)}] {run.arm.label}, seed {run.seed}")
-        console.print(display(args), highlight=False, soft_wrap=True)
-        record.update(status="running", started=time.time())
-        state.save()
-        child = ChildRun([sys.executable, "-m", "gentrain", *args])
-        code = child.run()
-        if code == 0:
-            record.update(status="done", returncode=0, error=None)
-        else:
-            record.update(status="failed", returncode=code, error=f"exit code {code}")
-            problems += 1
-        state.save()
-        # The user stopped it (whatever the child managed to exit with: 130/143 after a clean
-        # save, -2/-15 if the signal came during start-up or a second Ctrl-C): stop here.
-        if child.stopped_by or code in (130, 143, -signal.SIGINT, -signal.SIGTERM):
-            raise KeyboardInterrupt
-    return problems
+from gentrain.report import build_report
 
 
 def int_list(text: str) -> list[int]:
@@ -427,53 +87,23 @@ def whole_command(
 
 
 def main(argv: list[str] | None = None) -> None:
-    from gentrain.report import build_report
-
     args = parse_args(argv)
     out = args.out or Path("outputs/compare") / time.strftime("%Y-%m-%d_%H-%M-%S")
     try:
         if args.report_only:
             if not (out / STATE_FILE).is_file():
                 raise ConfigError(f"--report-only: no {STATE_FILE} in {out}; pass --out DIR")
-            paths = build_report(out)
-            print_line(f"report: {paths['markdown']}")
+            print_line(f"report: {build_report(out)['markdown']}")
             return
-        spec = args.spec or spec_path()
-        arms = load_arms(spec, args.arms)
-        for override in args.overrides:
-            if override.split("=")[0].lstrip("+~") in ("seed", "hydra.run.dir", "init_from"):
-                raise ConfigError(f"{override}: gentrain-compare sets this itself (see --seeds)")
-        overrides = [*budget_overrides(args.epochs, args.seconds), *args.overrides]
-        runs = plan_runs(arms, args.seeds, overrides, out)
-        first = check_runs(runs, time_budget=args.seconds is not None)
-        state = CompareState(out)
-        budget = overrides[: len(overrides) - len(args.overrides)]
-        order = [a.name for a in load_arms(spec, None)]
-        plan = (arms, order, args.seeds, budget, args.overrides)
-        state.merge_plan(*plan)  # refuses other settings before anything runs
+        comparison = plan_comparison(args, out)  # every config checked: nothing trained yet
         if args.dry_run:
-            for run in runs:
+            for run in comparison.runs:
                 source = f"{run.arm.init_from}/seed_{run.seed}" if run.arm.init_from else None
                 extra = [f"init_from=<{source}>"] if source else []
                 console.print(display([*run.overrides, *extra]), highlight=False, soft_wrap=True)
             return
-        with state.locked():  # reads compare.json again: another process may just have ended
-            state.merge_plan(*plan)
-            state.data["argv"] = whole_command(state, out, args.epochs, args.seconds, args.spec)
-            state.save()
-            prepare_features(first)
-            console.print(f"comparing {', '.join(a.label for a in arms)} in {out}", highlight=False)
-            try:
-                problems = execute(runs, state)
-            except KeyboardInterrupt:
-                console.print(
-                    f"[yellow]stopped; finished runs are kept. To continue, rerun the same "
-                    f"command with --out {out}[/yellow]",
-                    highlight=False,
-                    soft_wrap=True,
-                )
-                sys.exit(130)
-            paths = build_report(out)
+        problems = run_comparison(args, out, comparison)
+        paths = build_report(out)
     except GentrainError as exc:
         print_error(exc)
         sys.exit(2)
@@ -481,6 +111,58 @@ def main(argv: list[str] | None = None) -> None:
     if problems:
         console.print(f"[bold red]{problems} run(s) failed or were skipped[/bold red]")
         sys.exit(1)
+
+
+@dataclass
+class Comparison:
+    """What ``plan_comparison`` settled: the runs, a validated config, the merged state."""
+
+    arms: list[Arm]
+    runs: list[Run]
+    first: RunConfig  # the first arm's config: dataset and evaluation of every run
+    state: CompareState
+    plan: tuple  # CompareState.merge_plan's arguments
+
+
+def plan_comparison(args: argparse.Namespace, out: Path) -> Comparison:
+    """The runs of the spec's arms and seeds, each config validated, and the directory's
+    plan merged (refusing other settings) before anything runs."""
+    spec = args.spec or spec_path()
+    arms = load_arms(spec, args.arms)
+    for override in args.overrides:
+        if override.split("=")[0].lstrip("+~") in ("seed", "hydra.run.dir", "init_from"):
+            raise ConfigError(f"{override}: gentrain-compare sets this itself (see --seeds)")
+    overrides = [*budget_overrides(args.epochs, args.seconds), *args.overrides]
+    runs = plan_runs(arms, args.seeds, overrides, out)
+    first = check_runs(runs, time_budget=args.seconds is not None)
+    state = CompareState(out)
+    budget = overrides[: len(overrides) - len(args.overrides)]
+    order = [a.name for a in load_arms(spec, None)]
+    plan = (arms, order, args.seeds, budget, args.overrides)
+    state.merge_plan(*plan)
+    return Comparison(arms, runs, first, state, plan)
+
+
+def run_comparison(args: argparse.Namespace, out: Path, comparison: Comparison) -> int:
+    """Train what is not done, under the directory's lock; return how many runs failed."""
+    state = comparison.state
+    with state.locked():  # reads compare.json again: another process may just have ended
+        state.merge_plan(*comparison.plan)
+        state.data["argv"] = whole_command(state, out, args.epochs, args.seconds, args.spec)
+        state.save()
+        prepare_features(comparison.first)
+        labels = ", ".join(a.label for a in comparison.arms)
+        console.print(f"comparing {labels} in {out}", highlight=False)
+        try:
+            return execute(comparison.runs, state)
+        except KeyboardInterrupt:
+            console.print(
+                f"[yellow]stopped; finished runs are kept. To continue, rerun the same "
+                f"command with --out {out}[/yellow]",
+                highlight=False,
+                soft_wrap=True,
+            )
+            sys.exit(130)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ comparison directory: ``report.md``, ``report.html``, ``summary.json``, ``fid_vs
 
 from __future__ import annotations
 
-import html
 import json
 import math
 import shlex
@@ -71,7 +70,7 @@ def read_fid_curve(run_dir: Path) -> list[tuple[float, float]]:
     return [(r["train_seconds"], r["val/fid"]) for r in records if "val/fid" in r]
 
 
-def collect(out: Path) -> tuple[list[ArmResult], dict[str, Any]]:
+def read_arm_results(out: Path) -> tuple[list[ArmResult], dict[str, Any]]:
     """Each arm's finished runs, with a warm-started arm's times made cumulative."""
     state = json.loads((out / "compare.json").read_text())
     arms = {a["name"]: ArmResult(a["name"], a["label"], a["init_from"]) for a in state["arms"]}
@@ -236,16 +235,45 @@ def plot_fid_vs_time(arms: list[ArmResult], floor: float | None, title: str, pat
 def build_report(out: Path) -> dict[str, Path]:
     """Write the report files in ``out``; return their paths by kind."""
     out = Path(out)
-    arms, state = collect(out)
+    arms, state = read_arm_results(out)
     if not any(arm.runs for arm in arms):
         raise GentrainError(f"no finished run under {out}: nothing to report")
     seeds = sorted({seed for arm in arms for seed in arm.runs})
     header, rows = table_rows(arms)
     any_run = next(m for arm in arms for m in arm.runs.values())
-    floor = any_run.get("val/fid_floor")
-    config_line = _describe(arms, state)
+    grids = _side_by_side_grids(arms, seeds, out)
+    plot = out / "fid_vs_time.png"
+    title = f"FID against training time: {_dataset_name(arms)}, {' '.join(state['budget'])}"
+    has_plot = plot_fid_vs_time(arms, any_run.get("val/fid_floor"), title, plot)
+    report = Report(
+        description=_describe(arms, state),
+        header=header,
+        rows=rows,
+        notes=_notes(arms, seeds),
+        grids=[(grid_title, path.name) for grid_title, path in grids],
+        has_plot=has_plot,
+        reproduce=[
+            ReproduceLine(arm.label, seed, arm.status.get(seed, "?"), arm.commands[seed])
+            for arm in arms
+            for seed in sorted(arm.commands)
+        ],
+        whole_command=(
+            shlex.join(["gentrain-compare", *state["argv"]]) if state.get("argv") else None
+        ),
+    )
+    files = {"markdown": out / "report.md", "html": out / "report.html"}
+    markdown = render_markdown(report)
+    atomic_write_bytes(files["markdown"], markdown.encode())
+    atomic_write_bytes(files["html"], render_html(report).encode())
+    files["summary"] = out / "summary.json"
+    summary = _summary(report, arms, seeds)
+    atomic_write_bytes(files["summary"], (json.dumps(summary, indent=2) + "\n").encode())
+    _tensorboard(out / "tb", markdown_table(header, rows), grids, plot if has_plot else None)
+    return files
 
-    files: dict[str, Path] = {}
+
+def _side_by_side_grids(arms: list[ArmResult], seeds: list[int], out: Path) -> list:
+    """Per seed and kind, the arms' final grids in one image: [(title, path)]."""
     grids: list[tuple[str, Path]] = []
     for seed in seeds:
         for kind in ("samples", "reconstructions"):
@@ -257,10 +285,12 @@ def build_report(out: Path) -> dict[str, Path]:
             path = out / f"{kind}_seed_{seed}.png"
             if side_by_side(panels, path):
                 grids.append((f"{kind}, seed {seed}", path))
-    plot = out / "fid_vs_time.png"
-    title = f"FID against training time: {_dataset_name(arms)}, {' '.join(state['budget'])}"
-    has_plot = plot_fid_vs_time(arms, floor, title, plot)
+    return grids
 
+
+def _notes(arms: list[ArmResult], seeds: list[int]) -> list[str]:
+    """What a reader needs to read the table right: the statistics, the feature space,
+    warm-started arms' costs, whether the grids share their noise."""
     notes = [
         "Mean ± sample standard deviation over the seeds; each run's numbers are in its "
         "`metrics.json`, its learning curve in `history.jsonl`.",
@@ -279,48 +309,75 @@ def build_report(out: Path) -> dict[str, Path]:
     for seed in seeds:
         same = same_noise(arms, seed)
         if same is not None:
-            notes.append(
-                f"Seed {seed}: the sample grids come from "
-                + (
-                    "the same noise in every arm."
-                    if same
-                    else "different noise (latent sizes differ)."
-                )
+            noise = (
+                "the same noise in every arm." if same else "different noise (latent sizes differ)."
             )
+            notes.append(f"Seed {seed}: the sample grids come from {noise}")
+    return notes
 
-    md = [f"# gentrain comparison\n\n{config_line}\n", markdown_table(header, rows), ""]
-    md += [f"- {n}" for n in notes]
+
+@dataclass
+class ReproduceLine:
+    label: str
+    seed: int
+    status: str
+    command: str
+
+
+@dataclass
+class Report:
+    """Everything report.md and report.html show, built once and rendered twice."""
+
+    description: str
+    header: list[str]
+    rows: list[list[str]]
+    notes: list[str]
+    grids: list[tuple[str, str]]  # (title, file name beside the report)
+    has_plot: bool
+    reproduce: list[ReproduceLine]
+    whole_command: str | None  # gentrain-compare arguments that redo everything
+
+
+def render_markdown(report: Report) -> str:
+    md = [f"# gentrain comparison\n\n{report.description}\n"]
+    md += [markdown_table(report.header, report.rows), ""]
+    md += [f"- {n}" for n in report.notes]
     md.append("\n## Samples and reconstructions\n")
-    md += [f"**{title}**\n\n![{title}]({path.name})\n" for title, path in grids]
-    if has_plot:
+    md += [f"**{title}**\n\n![{title}]({file})\n" for title, file in report.grids]
+    if report.has_plot:
         md.append("## FID against training time\n\n![FID against training time](fid_vs_time.png)\n")
     md.append("## Reproduce\n")
     md.append(
         "Each command trains the run again from scratch into a new directory under "
         "`outputs/runs/` (a warm-started one from the same source run as here).\n"
     )
-    for arm in arms:
-        for seed in sorted(arm.commands):
-            status = arm.status.get(seed, "?")
-            md.append(f"- {arm.label}, seed {seed} ({status}):\n  `{arm.commands[seed]}`")
-    if state.get("argv") is not None:
+    md += [f"- {r.label}, seed {r.seed} ({r.status}):\n  `{r.command}`" for r in report.reproduce]
+    if report.whole_command is not None:
         md.append(
-            f"\nOr all at once: `{shlex.join(['gentrain-compare', *state['argv']])}` (in an "
-            "existing directory, finished runs are kept and the others resume)."
+            f"\nOr all at once: `{report.whole_command}` (in an existing directory, finished "
+            "runs are kept and the others resume)."
         )
-    markdown = "\n".join(md) + "\n"
-    files["markdown"] = out / "report.md"
-    atomic_write_bytes(files["markdown"], markdown.encode())
+    return "\n".join(md) + "\n"
 
-    files["html"] = out / "report.html"
-    atomic_write_bytes(
-        files["html"], _html(config_line, header, rows, notes, grids, has_plot, arms).encode()
+
+def render_html(report: Report) -> str:
+    """``templates/report.html.j2`` filled in, every value HTML-escaped."""
+    import jinja2
+
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("gentrain", "templates"),
+        autoescape=True,
+        keep_trailing_newline=True,
     )
+    return env.get_template("report.html.j2").render(report=report)
 
-    summary = {
-        "description": config_line,
+
+def _summary(report: Report, arms: list[ArmResult], seeds: list[int]) -> dict[str, Any]:
+    """summary.json: the table as shown and every arm's numbers as read."""
+    return {
+        "description": report.description,
         "seeds": seeds,
-        "table": {"header": header, "rows": rows},
+        "table": {"header": report.header, "rows": report.rows},
         "arms": {
             arm.name: {
                 "label": arm.label,
@@ -334,10 +391,6 @@ def build_report(out: Path) -> dict[str, Path]:
             for arm in arms
         },
     }
-    files["summary"] = out / "summary.json"
-    atomic_write_bytes(files["summary"], (json.dumps(summary, indent=2) + "\n").encode())
-    _tensorboard(out / "tb", markdown_table(header, rows), grids, plot if has_plot else None)
-    return files
 
 
 def _dataset_name(arms: list[ArmResult]) -> str:
@@ -360,41 +413,6 @@ def _describe(arms: list[ArmResult], state: dict[str, Any]) -> str:
         f"seeds: {', '.join(str(s) for s in state.get('seeds', []))}"
         + (f"; overrides for every run: `{extra}`" if extra else "")
     )
-
-
-def _html(
-    description: str,
-    header: list[str],
-    rows: list[list[str]],
-    notes: list[str],
-    grids: list[tuple[str, Path]],
-    has_plot: bool,
-    arms: list[ArmResult],
-) -> str:
-    esc = html.escape
-    head = "".join(f"<th>{esc(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in rows)
-    parts = [
-        "<!doctype html><html><head><meta charset='utf-8'><title>gentrain comparison</title>",
-        "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
-        "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}"
-        "td:first-child,th:first-child{text-align:left}code{background:#f4f4f4}</style>",
-        f"</head><body><h1>gentrain comparison</h1><p>{esc(description)}</p>",
-        f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>",
-        "<ul>" + "".join(f"<li>{esc(n)}</li>" for n in notes) + "</ul>",
-        "<h2>Samples and reconstructions</h2>",
-    ]
-    parts += [f"<h3>{esc(t)}</h3><img src='{esc(p.name)}' alt='{esc(t)}'>" for t, p in grids]
-    if has_plot:
-        parts.append("<h2>FID against training time</h2><img src='fid_vs_time.png'>")
-    parts.append("<h2>Reproduce</h2><ul>")
-    for arm in arms:
-        for seed in sorted(arm.commands):
-            parts.append(
-                f"<li>{esc(arm.label)}, seed {seed}: <code>{esc(arm.commands[seed])}</code></li>"
-            )
-    parts.append("</ul></body></html>\n")
-    return "\n".join(parts)
 
 
 def _tensorboard(

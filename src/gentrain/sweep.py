@@ -86,7 +86,7 @@ def job_status(job: JobReturn) -> dict[str, Any]:
     }
 
 
-def collect(sweep_dir: Path) -> list[dict[str, Any]]:
+def read_sweep_jobs(sweep_dir: Path) -> list[dict[str, Any]]:
     """One row per job directory under ``sweep_dir`` (numbered subdirectories)."""
     rows = []
 
@@ -166,7 +166,7 @@ class SweepSummary(Callback):
         sweep_dir = Path(config.hydra.sweep.dir)
         if not sweep_dir.is_dir():
             return
-        rows = collect(sweep_dir)
+        rows = read_sweep_jobs(sweep_dir)
         optimized = str(config.get("optimized_metric", "val/fid"))
         metrics = self.metrics or [optimized]
         columns = ["job", "overrides", "status", *metrics, "wall_seconds", "error", "output_dir"]

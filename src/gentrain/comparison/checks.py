@@ -1,0 +1,90 @@
+"""Every run's config composed and validated, and each warm start's shapes checked, before
+anything trains; the evaluation's classifier prepared once."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+
+from gentrain.comparison.arms import Run
+from gentrain.config import RunConfig
+from gentrain.console import console
+from gentrain.errors import ConfigError
+from gentrain.paths import config_dir
+from gentrain.runtime import resolve_device
+
+
+def check_runs(runs: list[Run], time_budget: bool = False) -> RunConfig:
+    """Compose and validate every run's config, and check each warm start's shapes, before
+    anything trains: a typo or a mismatched arm fails in seconds, not after an hour."""
+    import torch
+    from hydra import compose, initialize_config_dir
+
+    from gentrain.config import validate_config
+    from gentrain.data import build_dataset
+    from gentrain.models import build_model
+    from gentrain.warm_start import plan_warm_start
+
+    configs = {}
+    with initialize_config_dir(version_base="1.3", config_dir=str(config_dir())):
+        for run in runs:
+            if run.seed != runs[0].seed:
+                break  # the other seeds' configs differ only in their seed
+            overrides = [o for o in run.overrides if not o.startswith("hydra.")]
+            overrides.append(f"paths.output_dir={run.run_dir}")  # Hydra's, outside an app
+            try:
+                cfg = compose(config_name="train", overrides=overrides)
+            except Exception as exc:  # Hydra's own messages name the bad override
+                raise ConfigError(f"arm {run.arm.name}: {exc}") from None
+            try:
+                configs[run.arm.name] = validate_config(cfg)
+            except ConfigError as exc:
+                raise ConfigError(f"arm {run.arm.name}: {exc}") from None
+    cosine = [name for name, c in configs.items() if c.optimizer.scheduler == "cosine"]
+    if time_budget and cosine:
+        raise ConfigError(
+            f"arm(s) {', '.join(cosine)} use optimizer.scheduler=cosine, which decays over a "
+            "known number of steps; under --seconds that number is unknown and the rate would "
+            "not decay. Use --epochs, or add optimizer.scheduler=constant"
+        )
+    latents = {name: c.model.latent_dim for name, c in configs.items()}
+    if len(set(latents.values())) > 1:
+        console.print(
+            "[yellow]warning:[/yellow] the arms' latent sizes differ "
+            f"({latents}); their sample grids cannot come from the same noise",
+            highlight=False,
+        )
+    first = next(iter(configs.values()))
+    warm = [r for r in runs if r.arm.init_from and r.arm.name in configs]
+    if not warm:
+        return first
+    data = build_dataset(first.dataset)
+    for run in warm:
+        source_name = run.arm.init_from
+        source = build_model(configs[source_name].model, data.image_shape)
+        target = build_model(configs[run.arm.name].model, data.image_shape)
+        with torch.no_grad():
+            plan_warm_start(
+                target,
+                type(source).__name__,
+                source.state_dict(),
+                f"<arm {source_name}>",
+                asdict(configs[source_name].model),
+            )
+    return first
+
+
+def prepare_features(cfg: RunConfig) -> None:
+    """Train (or load) the evaluation's feature classifier now, once, so that no run's wall
+    time includes it."""
+    if not cfg.eval.enabled or cfg.eval.features != "classifier":
+        return
+    from gentrain.data import build_dataset
+    from gentrain.evaluation.classifier import load_or_train_classifier
+
+    load_or_train_classifier(
+        build_dataset(cfg.dataset),
+        Path(cfg.paths.cache_dir),
+        resolve_device(cfg.device),
+        cfg.eval.min_accuracy,
+    )
