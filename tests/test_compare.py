@@ -322,7 +322,7 @@ def test_a_signal_to_compare_reaches_the_training_child_once(tmp_path):
     import threading
     import time
 
-    from gentrain.child_process import ChildRun
+    from gentrain.child_process import ChildProcess
 
     marker = tmp_path / "signals"
     child = (
@@ -343,7 +343,7 @@ def test_a_signal_to_compare_reaches_the_training_child_once(tmp_path):
 
     threading.Thread(target=send_when_ready, daemon=True).start()
     started = time.perf_counter()
-    run = ChildRun([sys.executable, "-c", child])
+    run = ChildProcess([sys.executable, "-c", child])
     assert run.run() == 143 and run.stopped_by == "SIGTERM"
     assert time.perf_counter() - started < 20
     assert marker.read_text() == "SIGTERM\n"

@@ -1,6 +1,6 @@
 """A training run as gentrain-compare's child process: both ends of the tie.
 
-The parent side (``ChildRun``) starts ``gentrain`` and forwards the signals it gets; the
+The parent side (``ChildProcess``) starts ``gentrain`` and forwards the signals it gets; the
 child side (``stop_with_parent``, called first thing by the CLI) makes the kernel stop the
 run when the parent dies. ``PARENT_PID_ENV`` is how the child knows it has such a parent.
 """
@@ -16,7 +16,7 @@ from typing import Any
 PARENT_PID_ENV = "GENTRAIN_PARENT_PID"  # set by gentrain-compare for its training runs
 
 
-class ChildRun:
+class ChildProcess:
     """One ``gentrain`` process that stops cleanly when we are asked to stop.
 
     Ctrl-C and SIGTERM here reach the child once (SIGHUP as SIGTERM), and we wait while it

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gentrain.cli_help import command_parser
-from gentrain.comparison.arms import Arm, Run, display, load_arms, plan_runs, spec_path
+from gentrain.comparison.arms import Arm, PlannedRun, display, load_arms, plan_runs, spec_path
 from gentrain.comparison.checks import check_runs, prepare_features
 from gentrain.comparison.runner import execute
 from gentrain.comparison.state import STATE_FILE, CompareState
@@ -118,7 +118,7 @@ class Comparison:
     """What ``plan_comparison`` settled: the runs, a validated config, the merged state."""
 
     arms: list[Arm]
-    runs: list[Run]
+    runs: list[PlannedRun]
     first: RunConfig  # the first arm's config: dataset and evaluation of every run
     state: CompareState
     plan: tuple  # CompareState.merge_plan's arguments

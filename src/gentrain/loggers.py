@@ -12,8 +12,9 @@ from gentrain.dist import is_main_process
 from gentrain.registry import LOGGERS
 
 
-class NullLogger:
-    """Logs nothing; every other logger has the same methods."""
+class Logger:
+    """What the trainer and ``train`` log through; each method does nothing here, so a
+    logger overrides only what its backend keeps."""
 
     def log_scalars(self, values: dict[str, float], step: int) -> None: ...
 
@@ -35,7 +36,11 @@ class NullLogger:
     def close(self) -> None: ...
 
 
-class TensorBoardLogger(NullLogger):
+class NullLogger(Logger):
+    """``logger=none``: logs nothing."""
+
+
+class TensorBoardLogger(Logger):
     """Writes event files into the run directory itself, so that TensorBoard names the run
     after it; only the main process writes.
 
@@ -124,10 +129,10 @@ class TensorBoardLogger(NullLogger):
 
 
 @LOGGERS.register("tensorboard")
-def tensorboard(output_dir: Path) -> NullLogger:
+def tensorboard(output_dir: Path) -> Logger:
     return TensorBoardLogger(output_dir) if is_main_process() else NullLogger()
 
 
 @LOGGERS.register("none")
-def none(output_dir: Path) -> NullLogger:
+def none(output_dir: Path) -> Logger:
     return NullLogger()

@@ -70,10 +70,52 @@ def train(cfg: DictConfig) -> dict[str, float]:
     """Validate ``cfg``, train, write ``metrics.json``; return the final metrics."""
     wall_clock = Stopwatch()
     wall_clock.start()
-    run: RunConfig = validate_config(cfg)
-    output_dir = Path(run.paths.output_dir)
-    device = resolve_device(run.device)
-    resume_from = find_resume_checkpoint(run.trainer.resume, output_dir)
+    config: RunConfig = validate_config(cfg)
+    output_dir = Path(config.paths.output_dir)
+    device = resolve_device(config.device)
+    resume_from, init_from = starting_point(config, output_dir)
+    seed_everything(config.seed, config.trainer.deterministic)
+    print_config_tree(cfg)
+
+    data = build_dataset(config.dataset)
+    model = build_model(config.model, data.image_shape)
+    warm_start_summary = warm_start(model, init_from) if init_from is not None else None
+    output_dir.mkdir(parents=True, exist_ok=True)
+    config_yaml = OmegaConf.to_yaml(cfg, resolve=True)
+    logger = LOGGERS.get(config.logger.name)(output_dir)
+    logger.log_text("config", "```yaml\n" + config_yaml + "```")
+    if warm_start_summary:
+        logger.log_text("init_from", warm_start_summary)
+    evaluator = None
+    if config.eval.enabled:
+        evaluator = Evaluator(config.eval, data, device, Path(config.paths.cache_dir))
+    trainer = Trainer(
+        config.trainer,
+        device,
+        output_dir,
+        logger,
+        seed=config.seed,
+        evaluator=evaluator,
+        eval_every_n_epochs=config.eval.every_n_epochs,
+        config_yaml=config_yaml,
+        wall_clock=wall_clock,
+    )
+    try:
+        metrics = trainer.fit(model, data, config.optimizer, resume_from=resume_from)
+        # Everything the run spent: data, training, evaluation, earlier processes if resumed.
+        metrics["time/wall_seconds"] = wall_clock.seconds
+        changed = changed_knobs(config.model)
+        rates = model.initial_learning_rates()
+        logger.log_hparams(flat_hparams(cfg), metrics, config.optimized_metric, changed, rates)
+    finally:
+        logger.close()
+    return report_run(config, trainer, metrics, output_dir)
+
+
+def starting_point(config: RunConfig, output_dir: Path) -> tuple[Path | None, str | None]:
+    """(checkpoint to resume, run to warm-start from), checked before any data loads: a
+    new run never overwrites another's checkpoint, and resume and init_from exclude."""
+    resume_from = find_resume_checkpoint(config.trainer.resume, output_dir)
     own_checkpoint = last_checkpoint(output_dir)
     if resume_from is None and own_checkpoint.is_file():
         raise ConfigError(
@@ -81,7 +123,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
             "overwrite it. Continue it with trainer.resume=auto, or train into another "
             "directory (leave hydra.run.dir at its default, or pick a new one)"
         )
-    init_from = run.extras.get("init_from")
+    init_from = config.extras.get("init_from")
     if init_from is not None:
         if resume_from is not None:
             raise ConfigError(
@@ -89,42 +131,13 @@ def train(cfg: DictConfig) -> dict[str, float]:
                 "full state, init_from starts a new run from another model's weights; pick one"
             )
         checkpoint_path(init_from)  # fail now, not after loading the data
-    seed_everything(run.seed, run.trainer.deterministic)
-    print_config_tree(cfg)
+    return resume_from, init_from
 
-    data = build_dataset(run.dataset)
-    model = build_model(run.model, data.image_shape)
-    warm_start_summary = warm_start(model, init_from) if init_from is not None else None
-    output_dir.mkdir(parents=True, exist_ok=True)
-    logger = LOGGERS.get(run.logger.name)(output_dir)
-    logger.log_text("config", "```yaml\n" + OmegaConf.to_yaml(cfg, resolve=True) + "```")
-    if warm_start_summary:
-        logger.log_text("init_from", warm_start_summary)
-    evaluator = None
-    if run.eval.enabled:
-        evaluator = Evaluator(run.eval, data, device, Path(run.paths.cache_dir))
-    trainer = Trainer(
-        run.trainer,
-        device,
-        output_dir,
-        logger,
-        seed=run.seed,
-        evaluator=evaluator,
-        eval_every_n_epochs=run.eval.every_n_epochs,
-        config_yaml=OmegaConf.to_yaml(cfg, resolve=True),
-        wall_clock=wall_clock,
-    )
-    try:
-        metrics = trainer.fit(model, data, run.optimizer, resume_from=resume_from)
-        # Everything the run spent: data, training, evaluation, earlier processes if resumed.
-        metrics["time/wall_seconds"] = wall_clock.seconds
-        rates = model.initial_learning_rates()
-        logger.log_hparams(
-            flat_hparams(cfg), metrics, run.optimized_metric, changed_knobs(run.model), rates
-        )
-    finally:
-        logger.close()
 
+def report_run(
+    config: RunConfig, trainer: Trainer, metrics: dict[str, float], output_dir: Path
+) -> dict[str, float]:
+    """Write ``metrics.json`` and show the table; raise TrainingInterrupted after a signal."""
     atomic_write_bytes(output_dir / "metrics.json", (json.dumps(metrics, indent=2) + "\n").encode())
     print_metrics_table(metrics)
     log.info("outputs in %s", output_dir)
@@ -136,10 +149,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
             f"trainer.resume={trainer.checkpoint_path}",
             exit_code=code,
         )
-    if run.optimized_metric not in metrics:
+    if config.optimized_metric not in metrics:
         log.warning(
             "optimized_metric %r is not among the metrics: %s",
-            run.optimized_metric,
+            config.optimized_metric,
             ", ".join(metrics),
         )
     return metrics
@@ -152,7 +165,7 @@ def _in_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
-def _run(cfg: DictConfig) -> float | None:
+def hydra_task(cfg: DictConfig) -> float | None:
     """Hydra's task function: returns the optimised metric for sweepers.
 
     A single run stops on a user error with its message and exit code 2. In a sweep, a
@@ -187,7 +200,7 @@ def main() -> None:
 
     stop_with_parent()
     remember_fixed_keys(sys.argv[1:])  # for sweep job names: what varies between jobs
-    hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")(_run)()
+    hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")(hydra_task)()
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ from gentrain.data import DeviceTensorLoader, ImageData
 from gentrain.dist import rank_zero_only
 from gentrain.errors import GentrainError, TrainingDivergedError
 from gentrain.history import append_record, read_history
-from gentrain.loggers import NullLogger
+from gentrain.loggers import Logger, NullLogger
 from gentrain.models import GenerativeModel
 from gentrain.optim import OptimizerConfig, OptimizerFactory
 from gentrain.paths import last_checkpoint
@@ -159,7 +159,7 @@ class Trainer:
         cfg: TrainerConfig,
         device: torch.device,
         output_dir: Path,
-        logger: NullLogger | None = None,
+        logger: Logger | None = None,
         seed: int = 0,
         evaluator: Callable[[GenerativeModel, bool], dict[str, float]] | None = None,
         eval_every_n_epochs: int = 1,

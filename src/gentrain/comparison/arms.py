@@ -21,7 +21,9 @@ class Arm:
 
 
 @dataclass
-class Run:
+class PlannedRun:
+    """One training run of a comparison: an arm at a seed, in its own directory."""
+
     arm: Arm
     seed: int
     run_dir: Path
@@ -31,7 +33,7 @@ class Run:
     def key(self) -> str:
         return f"{self.arm.name}/seed_{self.seed}"
 
-    def command(self, source: Run | None, resume: bool) -> list[str]:
+    def command(self, source: PlannedRun | None, resume: bool) -> list[str]:
         """The ``gentrain`` arguments of this run: fresh, warm-started, or resumed."""
         args = [*self.overrides, f"hydra.run.dir={self.run_dir}"]
         if resume:
@@ -40,7 +42,7 @@ class Run:
             args.append(f"init_from={source.run_dir}")
         return args
 
-    def reproduce(self, source: Run | None) -> str:
+    def reproduce(self, source: PlannedRun | None) -> str:
         """The command that trains this run again from scratch, into a new directory (the
         comparison's own is taken: gentrain refuses to start a new run over a checkpoint)."""
         args = list(self.overrides)
@@ -101,14 +103,16 @@ def load_arms(path: Path, names: list[str] | None) -> list[Arm]:
     return arms
 
 
-def plan_runs(arms: list[Arm], seeds: list[int], overrides: list[str], out: Path) -> list[Run]:
+def plan_runs(
+    arms: list[Arm], seeds: list[int], overrides: list[str], out: Path
+) -> list[PlannedRun]:
     """Every (seed, arm) run, seed by seed so a first full comparison comes early."""
     runs = []
     for seed in seeds:
         for arm in arms:
             run_dir = (out / "runs" / arm.name / f"seed_{seed}").resolve()
             args = [*arm.overrides, *overrides, f"seed={seed}"]
-            runs.append(Run(arm, seed, run_dir, args))
+            runs.append(PlannedRun(arm, seed, run_dir, args))
     return runs
 
 

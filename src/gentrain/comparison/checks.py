@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from pathlib import Path
 
-from gentrain.comparison.arms import Run
+from gentrain.comparison.arms import PlannedRun
 from gentrain.config import RunConfig
 from gentrain.console import console
 from gentrain.errors import ConfigError
@@ -14,7 +14,7 @@ from gentrain.paths import config_dir
 from gentrain.runtime import resolve_device
 
 
-def check_runs(runs: list[Run], time_budget: bool = False) -> RunConfig:
+def check_runs(runs: list[PlannedRun], time_budget: bool = False) -> RunConfig:
     """Compose and validate every run's config, and check each warm start's shapes, before
     anything trains: a typo or a mismatched arm fails in seconds, not after an hour."""
     import torch

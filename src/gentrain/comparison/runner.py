@@ -6,20 +6,20 @@ import signal
 import sys
 import time
 
-from gentrain.child_process import ChildRun
-from gentrain.comparison.arms import Run, display
+from gentrain.child_process import ChildProcess
+from gentrain.comparison.arms import PlannedRun, display
 from gentrain.comparison.state import CompareState
 from gentrain.console import console
 from gentrain.paths import last_checkpoint
 
 
-def execute(runs: list[Run], state: CompareState) -> int:
+def execute(runs: list[PlannedRun], state: CompareState) -> int:
     """Run what is not done yet, in order; return how many runs failed or were skipped."""
     by_key = {r.key: r for r in runs}
     problems = 0
     root = state.out.resolve()
     for index, run in enumerate(runs, start=1):
-        record = state.run(run.key)
+        record = state.record(run.key)
         record.update(
             arm=run.arm.name,
             label=run.arm.label,
@@ -33,7 +33,7 @@ def execute(runs: list[Run], state: CompareState) -> int:
         if record["status"] == "done" and (run.run_dir / "metrics.json").is_file():
             console.print(f"[dim][{index}/{len(runs)}] {run.key}: done, kept[/dim]")
             continue
-        if source is not None and state.run(source.key)["status"] != "done":
+        if source is not None and state.record(source.key)["status"] != "done":
             record.update(status="skipped", error=f"its source run {source.key} did not finish")
             problems += 1
             state.save()
@@ -44,7 +44,7 @@ def execute(runs: list[Run], state: CompareState) -> int:
         console.print(display(args), highlight=False, soft_wrap=True)
         record.update(status="running", started=time.time())
         state.save()
-        child = ChildRun([sys.executable, "-m", "gentrain", *args])
+        child = ChildProcess([sys.executable, "-m", "gentrain", *args])
         code = child.run()
         if code == 0:
             record.update(status="done", returncode=0, error=None)

@@ -107,7 +107,7 @@ class CompareState:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(self.path, (json.dumps(self.data, indent=2) + "\n").encode())
 
-    def run(self, key: str) -> dict[str, Any]:
+    def record(self, key: str) -> dict[str, Any]:
         return self.data["runs"].setdefault(key, {"status": "pending"})
 
 

@@ -24,12 +24,10 @@ class DeviceTensorLoader:
         batch_size: int,
         device: torch.device,
         seed: int = 0,
-        shuffle: bool = True,
-        drop_last: bool = True,
     ) -> None:
         if images.dtype != torch.uint8 or images.dim() != 4:
             raise ValueError("images must be a uint8 tensor of shape (N, C, H, W)")
-        if drop_last and len(images) < batch_size:
+        if len(images) < batch_size:
             raise ValueError(
                 f"the split has {len(images)} images, fewer than one batch of {batch_size}; "
                 "lower trainer.batch_size"
@@ -38,24 +36,16 @@ class DeviceTensorLoader:
         self.batch_size = batch_size
         self.device = torch.device(device)
         self.seed = seed
-        self.shuffle = shuffle
-        self.drop_last = drop_last
 
     def __len__(self) -> int:
-        n = len(self.images)
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+        """Full batches per epoch (the last, partial one is dropped)."""
+        return len(self.images) // self.batch_size
 
     def epoch(self, epoch: int, start_batch: int = 0) -> Iterator[torch.Tensor]:
         """Yield the batches of ``epoch``, skipping the first ``start_batch`` of them."""
         n = len(self.images)
-        if self.shuffle:
-            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-            order = torch.randperm(n, generator=generator).to(self.device)
-        else:
-            order = torch.arange(n, device=self.device)
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        order = torch.randperm(n, generator=generator).to(self.device)
         for b in range(start_batch, len(self)):
             index = order[b * self.batch_size : (b + 1) * self.batch_size]
             yield self.images.index_select(0, index).float().div_(255.0)
-
-    def __iter__(self) -> Iterator[torch.Tensor]:
-        return self.epoch(0)
