@@ -1,7 +1,13 @@
-"""Datasets: each registered loader returns the whole split as a uint8 tensor."""
+"""Datasets: each registered loader returns the whole split as a uint8 tensor. Importing
+this package imports every module in it, which registers each loader in ``DATASETS``."""
 
-from gentrain.data import cifar10, image_folder, mnist  # noqa: F401  (registers loaders)
+import importlib
+import pkgutil
+
 from gentrain.data.base import DatasetConfig, ImageData, build_dataset
 from gentrain.data.loader import DeviceTensorLoader
+
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
 
 __all__ = ["DatasetConfig", "DeviceTensorLoader", "ImageData", "build_dataset"]
