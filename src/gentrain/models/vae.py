@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -58,6 +59,19 @@ class VAEConfig:
                 f"model.likelihood={self.likelihood} models grey levels, but model.binarize=true "
                 "(the default) trains on binarised pixels; add model.binarize=false"
             )
+
+
+def posterior_encoder(cfg: Any, image_shape: tuple[int, int, int]) -> ConvEncoder:
+    """q(z|x) as a conv encoder to each latent's mean and log-variance: the VAE's and the
+    VAE-GAN's (same config keys), so that init_from maps one onto the other."""
+    return ConvEncoder(
+        image_shape,
+        cfg.width,
+        2 * cfg.latent_dim,
+        norm=cfg.encoder_norm,
+        family=cfg.family,
+        depth=cfg.depth,
+    )
 
 
 def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
@@ -143,9 +157,7 @@ class VAE(GenerativeModel):
         super().__init__(image_shape, cfg.latent_dim)
         self.cfg = cfg
         arch = {"family": cfg.family, "depth": cfg.depth}
-        self.encoder = ConvEncoder(
-            image_shape, cfg.width, 2 * cfg.latent_dim, norm=cfg.encoder_norm, **arch
-        )
+        self.encoder = posterior_encoder(cfg, image_shape)
         self.decoder = ConvDecoder(
             image_shape, cfg.width, cfg.latent_dim, norm=cfg.decoder_norm, **arch
         )

@@ -44,7 +44,7 @@ from gentrain.models.adversarial import (
 from gentrain.models.base import GenerativeModel
 from gentrain.models.gan import to_signed
 from gentrain.models.nets import ConvDecoder, ConvEncoder, check_architecture
-from gentrain.models.vae import gaussian_kl
+from gentrain.models.vae import gaussian_kl, posterior_encoder
 from gentrain.registry import MODELS
 
 
@@ -106,9 +106,7 @@ class VAEGAN(GenerativeModel):
         super().__init__(image_shape, cfg.latent_dim)
         self.cfg = cfg
         arch = {"family": cfg.family, "depth": cfg.depth}
-        self.encoder = ConvEncoder(
-            image_shape, cfg.width, 2 * cfg.latent_dim, norm=cfg.encoder_norm, **arch
-        )
+        self.encoder = posterior_encoder(cfg, image_shape)
         self.decoder = ConvDecoder(image_shape, cfg.width, cfg.latent_dim, norm="batch", **arch)
         self.discriminator = ConvEncoder(
             image_shape, cfg.width, 1, cfg.d_norm, spectral_norm=cfg.spectral_norm, **arch
