@@ -169,45 +169,10 @@ class SweepSummary(Callback):
         rows = read_sweep_jobs(sweep_dir)
         optimized = str(config.get("optimized_metric", "val/fid"))
         metrics = self.metrics or [optimized]
-        columns = ["job", "overrides", "status", *metrics, "wall_seconds", "error", "output_dir"]
-        extra = sorted({k for r in rows for k in r if k not in columns and not k.startswith("_")})
-        fieldnames = columns + extra
-        with open(sweep_dir / "summary.csv", "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=fieldnames, extrasaction="ignore")
-            writer.writeheader()
-            writer.writerows(rows)
         by_seed = aggregate_over_seeds(rows, optimized)
         shared = shared_overrides(rows)
-        payload = {
-            "optimized_metric": optimized,
-            "shared_overrides": sorted(shared),
-            "jobs": [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows],
-            "over_seeds": by_seed,
-        }
-        atomic_write_bytes(
-            sweep_dir / "summary.json", (json.dumps(payload, indent=2) + "\n").encode()
-        )
-
-        table = Table(title=f"sweep {sweep_dir}")
-        for column in ["job", "overrides (varying)", "status", *metrics, "wall s"]:
-            table.add_column(
-                column, justify="left" if column in ("overrides (varying)", "status") else "right"
-            )
-        # The tables show only the overrides that differ between jobs; the CSV has all.
-        for row in rows:
-            varying = " ".join(o for o in row["_overrides"] if o not in shared) or "-"
-            values = [row.get(m) for m in metrics]
-            cells = [f"{v:.4g}" if isinstance(v, int | float) else "-" for v in values]
-            status = row["status"] if not row["error"] else f"{row['status']}: {row['error'][:60]}"
-            wall = row.get("wall_seconds")
-            table.add_row(
-                row["job"].split("_", 1)[0],
-                varying,
-                status,
-                *cells,
-                f"{wall:.0f}" if isinstance(wall, int | float) else "-",
-            )
-        console.print(table)
+        write_summary_files(sweep_dir, rows, metrics, optimized, by_seed, shared)
+        console.print(jobs_table(sweep_dir, rows, metrics, shared))
         if any(entry["seeds"] > 1 for entry in by_seed):
             seeds = Table(title=f"{optimized} over seeds")
             for column in by_seed[0]:
@@ -225,3 +190,52 @@ class SweepSummary(Callback):
                 "table above and in summary.csv)"
             )
         print_line(f"summary: {sweep_dir / 'summary.csv'}")
+
+
+def write_summary_files(
+    sweep_dir: Path,
+    rows: list[dict[str, Any]],
+    metrics: list[str],
+    optimized: str,
+    by_seed: list[dict[str, Any]],
+    shared: set[str],
+) -> None:
+    """``summary.csv`` (a row per job, every override) and ``summary.json``."""
+    columns = ["job", "overrides", "status", *metrics, "wall_seconds", "error", "output_dir"]
+    extra = sorted({k for r in rows for k in r if k not in columns and not k.startswith("_")})
+    with open(sweep_dir / "summary.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns + extra, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    payload = {
+        "optimized_metric": optimized,
+        "shared_overrides": sorted(shared),
+        "jobs": [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows],
+        "over_seeds": by_seed,
+    }
+    atomic_write_bytes(sweep_dir / "summary.json", (json.dumps(payload, indent=2) + "\n").encode())
+
+
+def jobs_table(
+    sweep_dir: Path, rows: list[dict[str, Any]], metrics: list[str], shared: set[str]
+) -> Table:
+    """A row per job with only the overrides that differ between jobs (the CSV has all)."""
+    table = Table(title=f"sweep {sweep_dir}")
+    for column in ["job", "overrides (varying)", "status", *metrics, "wall s"]:
+        table.add_column(
+            column, justify="left" if column in ("overrides (varying)", "status") else "right"
+        )
+    for row in rows:
+        varying = " ".join(o for o in row["_overrides"] if o not in shared) or "-"
+        values = [row.get(m) for m in metrics]
+        cells = [f"{v:.4g}" if isinstance(v, int | float) else "-" for v in values]
+        status = row["status"] if not row["error"] else f"{row['status']}: {row['error'][:60]}"
+        wall = row.get("wall_seconds")
+        table.add_row(
+            row["job"].split("_", 1)[0],
+            varying,
+            status,
+            *cells,
+            f"{wall:.0f}" if isinstance(wall, int | float) else "-",
+        )
+    return table
