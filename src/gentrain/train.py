@@ -29,6 +29,7 @@ from gentrain.data import build_dataset
 from gentrain.errors import ConfigError, GentrainError
 from gentrain.evaluation import Evaluator
 from gentrain.models import build_model
+from gentrain.overrides import check_argv
 from gentrain.registry import LOGGERS
 from gentrain.restore import checkpoint_path
 from gentrain.sweep import remember_fixed_keys
@@ -279,6 +280,11 @@ def main() -> None:
     import hydra
 
     stop_with_parent()
+    try:  # bad overrides: one line and exit 2, before Hydra writes anything
+        check_argv(sys.argv[1:], config_dir())
+    except ConfigError as exc:
+        print_error(exc)
+        sys.exit(2)
     remember_fixed_keys(sys.argv[1:])  # for sweep job names: what varies between jobs
     hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")(_run)()
 
