@@ -22,3 +22,7 @@ class DataNotFoundError(GentrainError):
 
 class TrainingDivergedError(GentrainError):
     """A loss became NaN or infinite; training stopped before writing a bad checkpoint."""
+
+
+class CorruptDataError(GentrainError):
+    """A dataset file is there but damaged (truncated download, bad copy)."""

@@ -25,7 +25,7 @@ from rich.markup import escape
 from gentrain.checkpoint import atomic_write_bytes
 from gentrain.config import DeviceConfig, RunConfig, validate_config
 from gentrain.console import console, print_config_tree, print_error, print_metrics_table
-from gentrain.data import build_dataset
+from gentrain.data import build_dataset, check_batch_fits
 from gentrain.errors import ConfigError, GentrainError
 from gentrain.evaluation import Evaluator
 from gentrain.models import build_model
@@ -166,6 +166,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     print_config_tree(cfg)
 
     data = build_dataset(run.dataset)
+    check_batch_fits(len(data.train), run.trainer.batch_size)  # before the run dir is written
     model = build_model(run.model, data.image_shape)
     warm_start_summary = warm_start(model, init_from) if init_from is not None else None
     output_dir.mkdir(parents=True, exist_ok=True)

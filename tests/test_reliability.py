@@ -1,0 +1,52 @@
+"""Reliability: damaged data files, foreign checkpoints, one writer per run directory,
+failed checkpoint writes and runaway training (issue 16)."""
+
+from __future__ import annotations
+
+import gzip
+import shutil
+from pathlib import Path
+
+import pytest
+
+from gentrain.data import DatasetConfig, build_dataset
+from gentrain.data.integrity import PUBLISHED_MD5
+from gentrain.errors import CorruptDataError
+
+
+def copy_mnist(data_dir: Path, target: Path) -> Path:
+    """A writable copy of MNIST's raw files under ``target`` (the shared one is read-only)."""
+    raw = target / "MNIST" / "raw"
+    shutil.copytree(data_dir / "MNIST" / "raw", raw)
+    return raw
+
+
+def test_a_truncated_mnist_file_is_named_with_its_fix(data_dir, tmp_path):
+    raw = copy_mnist(data_dir, tmp_path)
+    damaged = raw / "train-images-idx3-ubyte.gz"
+    damaged.write_bytes(damaged.read_bytes()[:100_000])  # an interrupted download
+    with pytest.raises(CorruptDataError) as info:
+        build_dataset(DatasetConfig(name="mnist", root=str(tmp_path), download=False))
+    message = str(info.value)
+    assert str(damaged) in message and "EOFError" in message
+    assert PUBLISHED_MD5["MNIST"]["train-images-idx3-ubyte.gz"] in message  # the MD5 check
+    assert "delete it and download it again" in message and "\n" not in message
+
+
+def test_a_garbage_labels_file_is_named(data_dir, tmp_path):
+    raw = copy_mnist(data_dir, tmp_path)
+    (raw / "t10k-labels-idx1-ubyte.gz").write_bytes(b"not a gzip file at all")
+    with pytest.raises(CorruptDataError, match="t10k-labels-idx1-ubyte.gz is damaged"):
+        build_dataset(DatasetConfig(name="mnist", root=str(tmp_path), download=False))
+
+
+def test_a_file_that_decodes_but_is_not_the_published_one_is_used_with_a_warning(
+    data_dir, tmp_path, caplog
+):
+    raw = copy_mnist(data_dir, tmp_path)
+    labels = raw / "t10k-labels-idx1-ubyte.gz"
+    content = gzip.decompress(labels.read_bytes())
+    labels.write_bytes(gzip.compress(content, compresslevel=1, mtime=0))  # same data, new bytes
+    data = build_dataset(DatasetConfig(name="mnist", root=str(tmp_path), download=False))
+    assert len(data.val_labels) == 10_000
+    assert "differs from torchvision's published" in caplog.text
