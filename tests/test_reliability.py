@@ -50,3 +50,49 @@ def test_a_file_that_decodes_but_is_not_the_published_one_is_used_with_a_warning
     data = build_dataset(DatasetConfig(name="mnist", root=str(tmp_path), download=False))
     assert len(data.val_labels) == 10_000
     assert "differs from torchvision's published" in caplog.text
+
+
+class RunsACommand:
+    """A pickle that runs a shell command when unpickled without weights_only."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+def malicious_checkpoint(path: Path) -> Path:
+    import torch
+
+    torch.save({"format_version": 1, "model": RunsACommand(path.parent / "pwned")}, path)
+    return path
+
+
+def test_a_malicious_checkpoint_is_refused_without_advice_to_unpickle_it(tmp_path):
+    from gentrain.checkpoint import load_checkpoint
+    from gentrain.errors import GentrainError
+
+    path = malicious_checkpoint(tmp_path / "last.ckpt")
+    with pytest.raises(GentrainError) as info:
+        load_checkpoint(path)
+    message = str(info.value)
+    assert str(path) in message and "not a gentrain checkpoint" in message
+    assert "weights_only" not in message and "\n" not in message
+    assert not (tmp_path / "pwned").exists()  # nothing ran
+
+
+def test_a_foreign_file_is_not_a_gentrain_checkpoint(tmp_path):
+    import torch
+
+    from gentrain.checkpoint import load_checkpoint
+    from gentrain.errors import GentrainError
+
+    torch.save({"state_dict": {"w": torch.zeros(2)}}, tmp_path / "lightning.ckpt")
+    with pytest.raises(GentrainError, match="lightning.ckpt is not a gentrain checkpoint"):
+        load_checkpoint(tmp_path / "lightning.ckpt")
+    (tmp_path / "cut.ckpt").write_bytes(b"PK\x03\x04 truncated")
+    with pytest.raises(GentrainError, match="cut.ckpt: it is damaged or not a PyTorch file"):
+        load_checkpoint(tmp_path / "cut.ckpt")

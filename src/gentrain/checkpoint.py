@@ -8,6 +8,7 @@ It holds only tensors, numbers, strings and containers of them (no pickled objec
 from __future__ import annotations
 
 import os
+import pickle
 import random
 import tempfile
 from collections.abc import Callable
@@ -48,12 +49,32 @@ def save_checkpoint(state: dict[str, Any], path: Path) -> None:
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """The training state in ``path``, read with ``weights_only=True``: nothing in the file
+    runs. A foreign, damaged or malicious file is refused with a message that names it and
+    never suggests ``weights_only=False`` (PyTorch's own text does)."""
     if not path.is_file():
         raise GentrainError(f"checkpoint not found: {path}")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError:
+        raise GentrainError(
+            f"{path} is not a gentrain checkpoint or holds Python objects that gentrain will "
+            "not unpickle (its checkpoints hold only tensors and plain values); nothing in it "
+            "was run. Use the checkpoints/last.ckpt of a gentrain run, and do not load this "
+            "file elsewhere unless you trust its source"
+        ) from None
     except Exception as exc:
-        raise GentrainError(f"cannot read checkpoint {path}: {exc}") from None
+        reason = f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
+        raise GentrainError(
+            f"cannot read checkpoint {path}: it is damaged or not a PyTorch file ({reason}). "
+            "Use an intact checkpoints/last.ckpt of a gentrain run"
+        ) from None
+    if not isinstance(state, dict) or not {"format_version", "model"} <= set(state):
+        raise GentrainError(
+            f"{path} is not a gentrain checkpoint (it holds a {type(state).__name__} without "
+            "gentrain's training state); pass a gentrain run directory or its "
+            "checkpoints/last.ckpt"
+        )
     if state.get("format_version") != FORMAT_VERSION:
         raise GentrainError(
             f"checkpoint {path} has format {state.get('format_version')}, "
