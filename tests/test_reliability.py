@@ -96,3 +96,60 @@ def test_a_foreign_file_is_not_a_gentrain_checkpoint(tmp_path):
     (tmp_path / "cut.ckpt").write_bytes(b"PK\x03\x04 truncated")
     with pytest.raises(GentrainError, match="cut.ckpt: it is damaged or not a PyTorch file"):
         load_checkpoint(tmp_path / "cut.ckpt")
+
+
+# --- one writer per run directory -------------------------------------------------------------
+HOLD = """
+import sys, time
+from pathlib import Path
+from gentrain.run_lock import RunLock
+lock = RunLock(Path(sys.argv[1]))
+lock.acquire()
+(Path(sys.argv[1]) / "held").write_text("")
+time.sleep(120)
+"""
+
+
+def test_a_second_writer_is_refused_and_a_dead_writers_lock_is_taken_over(tmp_path, caplog):
+    import json
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    from gentrain.run_lock import LOCK_NAME, RunDirectoryInUse, RunLock
+
+    run_dir = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(run_dir)])
+    try:
+        deadline = time.monotonic() + 60
+        while not (run_dir / "held").exists():
+            assert holder.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        with pytest.raises(RunDirectoryInUse) as info:
+            RunLock(run_dir).acquire()
+        message = str(info.value)
+        assert f"pid {holder.pid} on host {socket.gethostname()}" in message
+        assert "train into another directory" in message
+    finally:
+        os.kill(holder.pid, signal.SIGKILL)  # dies without releasing: its lock file stays
+        holder.wait()
+    assert json.loads((run_dir / LOCK_NAME).read_text())["pid"] == holder.pid
+    with RunLock(run_dir):
+        assert json.loads((run_dir / LOCK_NAME).read_text())["pid"] == os.getpid()
+    assert f"taking over the stale lock of pid {holder.pid}" in caplog.text
+    assert not (run_dir / LOCK_NAME).exists()  # released: removed
+
+
+def test_train_holds_the_lock_so_a_second_train_into_the_same_dir_is_refused(make_config):
+    from gentrain.run_lock import RunDirectoryInUse, RunLock
+    from gentrain.train import train
+
+    cfg = make_config("logger=none", "eval.enabled=false")
+    run_dir = cfg.paths.output_dir
+    with RunLock(run_dir):
+        with pytest.raises(RunDirectoryInUse, match="is in use by another"):
+            train(cfg)
+        assert sorted(p.name for p in Path(run_dir).iterdir()) == [".gentrain.lock"]

@@ -32,6 +32,7 @@ from gentrain.models import build_model
 from gentrain.overrides import check_argv
 from gentrain.registry import LOGGERS
 from gentrain.restore import checkpoint_path
+from gentrain.run_lock import holds_run_lock
 from gentrain.sweep import remember_fixed_keys
 from gentrain.trainer import Stopwatch, Trainer
 from gentrain.warm_start import warm_start
@@ -139,6 +140,7 @@ def changed_knobs(model_cfg: Any) -> list[str]:
     return [k for k, v in asdict(model_cfg).items() if k != "name" and defaults.get(k) != v]
 
 
+@holds_run_lock  # one writer per run directory
 def train(cfg: DictConfig) -> dict[str, float]:
     """Validate ``cfg``, train, write ``metrics.json``; return the final metrics."""
     wall_clock = Stopwatch()
