@@ -153,3 +153,58 @@ def test_train_holds_the_lock_so_a_second_train_into_the_same_dir_is_refused(mak
         with pytest.raises(RunDirectoryInUse, match="is in use by another"):
             train(cfg)
         assert sorted(p.name for p in Path(run_dir).iterdir()) == [".gentrain.lock"]
+
+
+# --- failed writes ----------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("code", "where"),
+    [("ENOSPC", "fsync"), ("EROFS", "mkstemp"), ("EACCES", "replace")],
+)
+def test_a_failed_checkpoint_write_keeps_the_previous_one_and_stops_cleanly(
+    make_config, monkeypatch, code, where
+):
+    import errno
+    import os
+    import tempfile
+
+    import torch
+
+    import gentrain.checkpoint as checkpoint
+    from gentrain.errors import StorageError
+    from gentrain.train import train
+
+    cfg = make_config("logger=none", "eval.enabled=false")  # checkpoints at steps 2 and 4
+    run_dir = Path(cfg.paths.output_dir)
+    saves = []
+    real = {"fsync": os.fsync, "mkstemp": tempfile.mkstemp, "replace": os.replace}
+
+    def failing(*args, **kwargs):
+        saves.append(args)
+        if len(saves) > 1 and (run_dir / "checkpoints" / "last.ckpt").exists():
+            number = getattr(errno, code)
+            raise OSError(number, os.strerror(number))
+        return real[where](*args, **kwargs)
+
+    module = tempfile if where == "mkstemp" else os
+    monkeypatch.setattr(
+        checkpoint, "os" if module is os else "tempfile", _Patched(module, where, failing)
+    )
+    with pytest.raises(StorageError) as info:
+        train(cfg)
+    message = str(info.value)
+    assert f"could not write {run_dir / 'checkpoints' / 'last.ckpt'}" in message
+    assert f"({code})" in message and "the previous last.ckpt is intact" in message
+    assert "Fix:" in message and "\n" not in message
+    state = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    assert state["step"] == 2  # the last good one
+    assert not list(run_dir.rglob("*.tmp")) and not (run_dir / "metrics.json").exists()
+
+
+class _Patched:
+    """``module`` with one function replaced, as the checkpoint module sees it."""
+
+    def __init__(self, module, name, function):
+        self._module, self._name, self._function = module, name, function
+
+    def __getattr__(self, attr):
+        return self._function if attr == self._name else getattr(self._module, attr)

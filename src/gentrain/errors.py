@@ -26,3 +26,8 @@ class TrainingDivergedError(GentrainError):
 
 class CorruptDataError(GentrainError):
     """A dataset file is there but damaged (truncated download, bad copy)."""
+
+
+class StorageError(GentrainError):
+    """A file could not be written (disk full, read-only, no permission); the previous
+    version of it is intact."""
