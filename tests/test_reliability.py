@@ -208,3 +208,97 @@ class _Patched:
 
     def __getattr__(self, attr):
         return self._function if attr == self._name else getattr(self._module, attr)
+
+
+# --- runaway training -------------------------------------------------------------------------
+def _healthy_windows(count: int = 200):
+    import random
+
+    rng = random.Random(0)
+    for i in range(count):  # a GAN near equilibrium and a VAE whose KL grows from ~0
+        yield {
+            "loss_d": 1.3 + rng.uniform(-0.3, 0.3),
+            "loss_g": 0.8 + rng.uniform(-0.3, 0.6),
+            "d_real": 0.55 + rng.uniform(-0.1, 0.1),
+            "d_fake": 0.45 + rng.uniform(-0.1, 0.1),
+            "loss": 500.0 / (1 + i) + 100,
+            "kl": 0.01 + 0.2 * i,
+            "grad_norm_generator": rng.uniform(0.1, 50),
+        }
+
+
+def test_the_runaway_detector_is_quiet_on_healthy_training():
+    from gentrain.runaway import RunawayDetector
+
+    detector = RunawayDetector("stop")
+    for step, means in enumerate(_healthy_windows()):
+        detector.check(step, means, Path("/nonexistent"))  # stop would raise
+    assert detector.metrics() == {}
+
+
+@pytest.mark.parametrize(
+    ("windows", "kind", "at"),
+    [
+        ([{"loss_d": 1.4}] * 4 + [{"loss_d": 8e13}], "explosion", 4),  # above the limit
+        ([{"loss": 100.0}] * 5 + [{"loss": 2e5}], "explosion", 5),  # 2000x its median
+        ([{"d_real": 1.0, "d_fake": 0.0}] * 3, "saturation", 2),  # D wins every time
+        ([{"loss_g": 0.0, "loss_d": 1.0}] * 3, "stuck", 2),
+    ],
+)
+def test_the_runaway_detector_names_explosion_saturation_and_a_stuck_generator(windows, kind, at):
+    from gentrain.runaway import RunawayDetector
+
+    detector = RunawayDetector("warn")
+    for step, means in enumerate(windows):
+        assert (step < at) == (kind not in detector.findings(means))
+    assert detector.reasons == {}  # findings() alone does not act
+
+
+def test_runaway_warn_trains_on_and_flags_metrics_log_and_tensorboard(make_config, caplog):
+    import json
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from gentrain.train import train
+
+    cfg = make_config("model=gan", "optimizer.lr=1e6", "eval.enabled=false")
+    metrics = train(cfg)
+    run_dir = Path(cfg.paths.output_dir)
+    assert metrics["step"] == 4 and metrics["train/runaway"] == 1.0  # trained to the end
+    assert json.loads((run_dir / "metrics.json").read_text())["train/runaway"] == 1.0
+    assert "runaway training at step" in caplog.text and "exploded" in caplog.text
+    events = EventAccumulator(str(run_dir)).Reload()
+    assert "runaway/text_summary" in events.Tags()["tensors"]
+
+
+def test_runaway_stop_ends_the_run_and_keeps_the_last_checkpoint(make_config):
+    import torch
+
+    from gentrain.runaway import RunawayTrainingError
+    from gentrain.train import train
+
+    cfg = make_config(
+        "model=gan",
+        "optimizer.lr=1e6",
+        "eval.enabled=false",
+        "logger=none",
+        "trainer.on_runaway=stop",
+        "trainer.checkpoint_every_n_steps=1",
+    )
+    with pytest.raises(RunawayTrainingError) as info:
+        train(cfg)
+    run_dir = Path(cfg.paths.output_dir)
+    message = str(info.value)
+    step = int(message.split("at step ")[1].split(":")[0])
+    assert "exploded" in message and "Fix: lower optimizer.lr" in message
+    state = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    assert state["step"] == step - 1  # written before the runaway was noticed, not after
+    assert not (run_dir / "metrics.json").exists()
+
+
+def test_on_runaway_takes_only_warn_stop_or_off(compose_only):
+    from gentrain.config import validate_config
+    from gentrain.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="trainer.on_runaway must be warn, stop or off"):
+        validate_config(compose_only("trainer.on_runaway=panic"))
