@@ -30,8 +30,8 @@ from gentrain.errors import ConfigError, GentrainError
 from gentrain.evaluation import Evaluator
 from gentrain.models import build_model
 from gentrain.overrides import check_argv
-from gentrain.registry import LOGGERS
-from gentrain.restore import checkpoint_path
+from gentrain.registry import LOGGERS, MODELS
+from gentrain.restore import check_resume_source, checkpoint_path
 from gentrain.run_lock import holds_run_lock
 from gentrain.sweep import remember_fixed_keys
 from gentrain.trainer import Stopwatch, Trainer
@@ -164,6 +164,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
                 "full state, init_from starts a new run from another model's weights; pick one"
             )
         checkpoint_path(init_from)  # fail now, not after loading the data
+    if resume_from is not None:  # a foreign or damaged file: refused before anything is written
+        check_resume_source(resume_from, MODELS.get(run.model.name).__name__)
     seed_everything(run.seed, run.trainer.deterministic)
     print_config_tree(cfg)
 
