@@ -75,7 +75,7 @@ ROWS = [
         ["trainer.batch_size=100000000", "trainer.resume=auto"],
         "trainer.batch_size=100000000 is larger than the training split (512 images)",
         "at most 512",
-    ),  # fmt: skip
+    ),
     row(
         "truncated-gz",
         "run",
@@ -83,21 +83,21 @@ ROWS = [
         "train-images-idx3-ubyte.gz is damaged",
         "EOFError",
         "delete it and download it again",
-    ),  # fmt: skip
+    ),
     row(
         "garbage-gz",
         "run",
         ["paths.data_dir={garbage}", "trainer.resume=auto"],
         "t10k-labels-idx1-ubyte.gz is damaged",
         "replace it with an intact copy",
-    ),  # fmt: skip
+    ),
     row(
         "no-data",
         "run",
         ["paths.data_dir={tmp}/nowhere", "trainer.resume=auto"],
         "MNIST not found: looked in",
         "Fix: point the data directory",
-    ),  # fmt: skip
+    ),
     row("new-over-old", "run", [], "already holds a run", "trainer.resume=auto"),
     row(
         "resume-missing",
@@ -105,89 +105,89 @@ ROWS = [
         ["trainer.resume={tmp}/nope.ckpt"],
         "no checkpoint at",
         "trainer.resume=auto",
-    ),  # fmt: skip
+    ),
     row(
         "resume-malicious",
         "run",
         ["trainer.resume={malicious}"],
         "evil.ckpt is not a gentrain checkpoint",
         "Use the checkpoints/last.ckpt",
-    ),  # fmt: skip
+    ),
     row(
         "resume-foreign",
         "run",
         ["trainer.resume={foreign}"],
         "tensor.ckpt is not a gentrain checkpoint",
         "pass a gentrain run directory",
-    ),  # fmt: skip
+    ),
     row(
         "resume-truncated",
         "run",
         ["trainer.resume={truncated_ckpt}"],
         "cut.ckpt: it is damaged",
         "Use an intact",
-    ),  # fmt: skip
+    ),
     row(
         "resume-other-model",
         "run",
         ["model=gan", "trainer.resume=auto"],
         "holds a VAE but this run builds a GAN",
         "resume with the same model config",
-    ),  # fmt: skip
+    ),
     row(
         "init-and-resume",
         "run",
         ["init_from={tmp}/nope", "trainer.resume=auto"],
         "init_from and trainer.resume are both set",
         "pick one",
-    ),  # fmt: skip
+    ),
     row(
         "init-over-old",
         "run",
         ["model=vaegan", "init_from={run}"],
         "already holds a run",
         "train into another directory",
-    ),  # fmt: skip
+    ),
     row(
         "init-missing",
         "run",
         ["model=vaegan", "init_from={tmp}/nope", "paths.output_dir={tmp}/new_a"],
         "no checkpoint at",
         "pass a run directory",
-    ),  # fmt: skip
+    ),
     row(
         "init-malicious",
         "run",
         ["model=vaegan", "init_from={malicious}", "paths.output_dir={tmp}/new_b"],
         "evil.ckpt is not a gentrain checkpoint",
-    ),  # fmt: skip
+    ),
     row(
         "threads",
         "run",
         ["device.num_threads=0", "trainer.resume=auto"],
         "device.num_threads must be >= 1",
-    ),  # fmt: skip
+    ),
     row(
         "second-writer",
         "run",
         ["trainer.resume=auto", "+_hold_lock=true"],
         "is in use by another gentrain run, pid",
         "train into another directory",
-    ),  # fmt: skip
+    ),
     row(
         "unwritable-dir",
         "run",
         ["paths.output_dir={a_file}/run"],
         "cannot write to the run directory",
         "pick a writable one",
-    ),  # fmt: skip
+    ),
     # --- image folders ----------------------------------------------------------------------
     row(
         "folder-no-path",
         "run",
         ["dataset=image_folder", "dataset.image_size=16", "trainer.resume=auto"],
         "needs dataset.path",
-    ),  # fmt: skip
+    ),
     row(
         "folder-missing",
         "run",
@@ -198,7 +198,7 @@ ROWS = [
             "trainer.resume=auto",
         ],
         "is not a directory",
-    ),  # fmt: skip
+    ),
     row(
         "folder-one-image",
         "run",
@@ -209,7 +209,7 @@ ROWS = [
             "trainer.resume=auto",
         ],
         "need at least 2",
-    ),  # fmt: skip
+    ),
     row(
         "folder-unreadable",
         "run",
@@ -221,7 +221,7 @@ ROWS = [
         ],
         "broken.png",
         "Fix: remove or convert them",
-    ),  # fmt: skip
+    ),
     # --- gentrain-eval and gentrain-sample --------------------------------------------------
     row("eval-missing", "eval", ["{tmp}/nope"], "no checkpoint at", "pass a run directory"),
     row("eval-malicious", "eval", ["{malicious}"], "not a gentrain checkpoint"),
@@ -241,13 +241,6 @@ ROWS = [
     row("compare-value", "compare", ["optimizer.lr=-1"], "optimizer.lr must be positive"),
     # --- the installed commands, as a user runs them ------------------------------------------
     row("sh-model", "sh-gentrain", ["model=vaeg", "hydra.run.dir={run}"], "did you mean 'vae'?"),
-    row(
-        "sh-sweep",
-        "sh-gentrain",
-        ["-m", "model=vae,gann", "hydra.sweep.dir={run}"],
-        "unknown model 'gann'",
-    ),  # fmt: skip
-    row("sh-key", "sh-gentrain", ["trainer.batchsize=8", "hydra.run.dir={run}"], "'batch_size'?"),
     row("sh-compare", "sh-compare", ["model=vaeg", "--dry-run"], "unknown model 'vaeg'"),
     row("sh-eval", "sh-eval", ["{malicious}"], "evil.ckpt is not a gentrain checkpoint"),
 ]
