@@ -8,7 +8,7 @@ of up to ``--max-delay`` s, so kills also land inside checkpoint writes and vali
 it finishes. At the end each killed run's weights, optimiser states and step must equal
 the reference's bit for bit (resume is exact on CPU).
 
-    python scripts/kill_soak.py --kills 6 --out /tmp/soak      # about 3 minutes on 2 cores
+    python scripts/kill_soak.py --kills 6 --out /tmp/soak  # 21 min on 2 busy shared cores
     GENTRAIN_DATA_DIR=/path/to/datasets python scripts/kill_soak.py --kills 30
 
 Prints one line per event and a summary; writes ``<out>/soak.json``; exits 1 on any
