@@ -36,6 +36,7 @@ from gentrain.cli_help import command_parser
 from gentrain.config import RunConfig
 from gentrain.console import console, print_error, print_line
 from gentrain.errors import ConfigError, GentrainError
+from gentrain.overrides import check_overrides, compose_without, composition_error
 
 STATE_FILE = "compare.json"  # the plan and each run's status: what a rerun continues from
 
@@ -162,9 +163,13 @@ def check_runs(runs: list[Run], time_budget: bool = False) -> RunConfig:
             overrides = [o for o in run.overrides if not o.startswith("hydra.")]
             overrides.append(f"paths.output_dir={run.run_dir}")  # Hydra's, outside an app
             try:
+                check_overrides(overrides, config_dir())  # did-you-mean for group options
                 cfg = compose(config_name="train", overrides=overrides)
-            except Exception as exc:  # Hydra's own messages name the bad override
-                raise ConfigError(f"arm {run.arm.name}: {exc}") from None
+            except Exception as exc:  # Hydra's own messages, made one line
+                error = exc
+                if not isinstance(exc, ConfigError):
+                    error = composition_error(exc, compose_without(exc, overrides))
+                raise ConfigError(f"arm {run.arm.name}: {error}") from None
             try:
                 configs[run.arm.name] = validate_config(cfg)
             except ConfigError as exc:
@@ -486,6 +491,7 @@ def main(argv: list[str] | None = None) -> None:
         for override in args.overrides:
             if override.split("=")[0].lstrip("+~") in ("seed", "hydra.run.dir", "init_from"):
                 raise ConfigError(f"{override}: gentrain-compare sets this itself (see --seeds)")
+        check_overrides(args.overrides, spec_path().parent)  # before naming any arm
         overrides = [*budget_overrides(args.epochs, args.seconds), *args.overrides]
         runs = plan_runs(arms, args.seeds, overrides, out)
         first = check_runs(runs, time_budget=args.seconds is not None)

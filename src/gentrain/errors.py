@@ -22,3 +22,12 @@ class DataNotFoundError(GentrainError):
 
 class TrainingDivergedError(GentrainError):
     """A loss became NaN or infinite; training stopped before writing a bad checkpoint."""
+
+
+class CorruptDataError(GentrainError):
+    """A dataset file is there but damaged (truncated download, bad copy)."""
+
+
+class StorageError(GentrainError):
+    """A file could not be written (disk full, read-only, no permission); the previous
+    version of it is intact."""

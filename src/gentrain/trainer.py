@@ -39,6 +39,7 @@ from gentrain.history import append_record, read_history
 from gentrain.loggers import NullLogger
 from gentrain.models import GenerativeModel
 from gentrain.optim import OptimizerConfig, OptimizerFactory
+from gentrain.runaway import RunawayDetector
 
 log = logging.getLogger("gentrain")
 
@@ -193,6 +194,7 @@ class Trainer:
         images_per_sec, shown = 0.0, {}
         # trainer.max_seconds spent (already, for a run resumed after its budget)
         out_of_time = cfg.max_seconds is not None and self.clock.seconds >= cfg.max_seconds
+        runaway = RunawayDetector(cfg.on_runaway, self.logger)  # at log steps only
         stop = StopRequested()
         with stop.installed(), TrainingProgress(total_steps, cfg.progress) as progress:
             progress.update(self.step, str(self.epoch + 1), 0.0, {})
@@ -220,6 +222,7 @@ class Trainer:
                         elapsed = time.perf_counter() - window_start
                         images_per_sec = window_steps * cfg.batch_size / max(elapsed, 1e-9)
                         shown = {k: float(v) / window_steps for k, v in sums.items()}
+                        runaway.check(self.step, shown, self.checkpoint_path)
                         scalars = {f"train/{k}": v for k, v in shown.items()}
                         scalars["train/images_per_sec"] = images_per_sec
                         for network, scheduler in model.schedulers.items():
@@ -288,6 +291,7 @@ class Trainer:
             ),
             "step": float(self.step),
             "epoch": float(self.epoch),
+            **runaway.metrics(),
         }
         return metrics
 

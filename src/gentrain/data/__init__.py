@@ -2,6 +2,6 @@
 
 from gentrain.data import cifar10, image_folder, mnist  # noqa: F401  (registers loaders)
 from gentrain.data.base import DatasetConfig, ImageData, build_dataset
-from gentrain.data.loader import DeviceTensorLoader
+from gentrain.data.loader import DeviceTensorLoader, check_batch_fits
 
-__all__ = ["DatasetConfig", "DeviceTensorLoader", "ImageData", "build_dataset"]
+__all__ = ["DatasetConfig", "DeviceTensorLoader", "check_batch_fits", "ImageData", "build_dataset"]
