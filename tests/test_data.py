@@ -127,5 +127,5 @@ def test_loader_is_seeded_per_epoch_and_resumable():
 
 
 def test_loader_refuses_a_split_smaller_than_a_batch():
-    with pytest.raises(ValueError, match="lower trainer.batch_size"):
+    with pytest.raises(ConfigError, match="set trainer.batch_size to at most"):
         DeviceTensorLoader(torch.zeros(4, 1, 2, 2, dtype=torch.uint8), 8, torch.device("cpu"))

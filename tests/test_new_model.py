@@ -96,3 +96,12 @@ def test_a_new_model_gets_the_usual_config_errors(tiny_decoder, compose_only):
         validate_config(compose_only("model=tiny_decoder", "+model.latnt_dim=3"))
     with pytest.raises(ConfigError, match="did you mean 'tiny_decoder'"):
         validate_config(compose_only("model=vae", "model.name=tiny_decoderr"))
+
+
+def test_the_command_line_accepts_a_model_without_a_preset(tiny_decoder):
+    from gentrain.overrides import check_overrides
+    from gentrain.paths import config_dir
+
+    check_overrides(["model=tiny_decoder"], config_dir())  # no configs/model/*.yaml needed
+    with pytest.raises(ConfigError, match="did you mean 'tiny_decoder'"):
+        check_overrides(["model=tiny_decoderr"], config_dir())

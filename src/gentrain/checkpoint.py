@@ -7,7 +7,9 @@ It holds only tensors, numbers, strings and containers of them (no pickled objec
 
 from __future__ import annotations
 
+import errno
 import os
+import pickle
 import random
 import tempfile
 from collections.abc import Callable
@@ -18,24 +20,53 @@ import numpy as np
 import torch
 
 from gentrain.dist import rank_zero_only
-from gentrain.errors import GentrainError
+from gentrain.errors import GentrainError, StorageError
 
 FORMAT_VERSION = 1
 
 
+WRITE_FIXES = {
+    errno.ENOSPC: "free disk space or write elsewhere",
+    errno.EDQUOT: "free space within your quota or write elsewhere",
+    errno.EROFS: "the file system is read-only: write elsewhere",
+    errno.EACCES: "fix the directory's permissions or write elsewhere",
+    errno.EPERM: "fix the directory's permissions or write elsewhere",
+}
+
+
+def write_failure(path: Path, exc: OSError) -> StorageError:
+    """A failed write as one line: the file, the cause, what is kept and the fix."""
+    code = errno.errorcode.get(exc.errno or 0, "")
+    cause = f"{exc.strerror or exc}" + (f" ({code})" if code else "")
+    kept = f"the previous {path.name} is intact" if path.exists() else "nothing was written"
+    fix = WRITE_FIXES.get(exc.errno or 0, "check the disk and the directory")
+    return StorageError(
+        f"could not write {path}: {cause}; {kept}, no temporary file is left. Fix: {fix} "
+        "(hydra.run.dir=...), then resume the run with trainer.resume=<its run dir>"
+    )
+
+
 @rank_zero_only
 def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
-    """Call ``write(file)`` on a temp file beside ``path``, fsync it, rename it over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    """Call ``write(file)`` on a temp file beside ``path``, fsync it, rename it over ``path``.
+
+    On any failure the temp file is removed and ``path`` keeps its old content; an
+    ``OSError`` (disk full, read-only, no permission) becomes a StorageError saying so.
+    """
+    tmp: str | None = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as exc:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise write_failure(path, exc) from None
         raise
 
 
@@ -48,12 +79,32 @@ def save_checkpoint(state: dict[str, Any], path: Path) -> None:
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """The training state in ``path``, read with ``weights_only=True``: nothing in the file
+    runs. A foreign, damaged or malicious file is refused with a message that names it and
+    never suggests ``weights_only=False`` (PyTorch's own text does)."""
     if not path.is_file():
         raise GentrainError(f"checkpoint not found: {path}")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError:
+        raise GentrainError(
+            f"{path} is not a gentrain checkpoint or holds Python objects that gentrain will "
+            "not unpickle (its checkpoints hold only tensors and plain values); nothing in it "
+            "was run. Use the checkpoints/last.ckpt of a gentrain run, and do not load this "
+            "file elsewhere unless you trust its source"
+        ) from None
     except Exception as exc:
-        raise GentrainError(f"cannot read checkpoint {path}: {exc}") from None
+        reason = f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
+        raise GentrainError(
+            f"cannot read checkpoint {path}: it is damaged or not a PyTorch file ({reason}). "
+            "Use an intact checkpoints/last.ckpt of a gentrain run"
+        ) from None
+    if not isinstance(state, dict) or not {"format_version", "model"} <= set(state):
+        raise GentrainError(
+            f"{path} is not a gentrain checkpoint (it holds a {type(state).__name__} without "
+            "gentrain's training state); pass a gentrain run directory or its "
+            "checkpoints/last.ckpt"
+        )
     if state.get("format_version") != FORMAT_VERSION:
         raise GentrainError(
             f"checkpoint {path} has format {state.get('format_version')}, "

@@ -29,6 +29,7 @@ from gentrain.comparison.state import STATE_FILE, CompareState
 from gentrain.config import RunConfig
 from gentrain.console import console, print_error, print_line
 from gentrain.errors import ConfigError, GentrainError
+from gentrain.overrides import check_overrides
 from gentrain.report import build_report
 
 
@@ -132,6 +133,7 @@ def plan_comparison(args: argparse.Namespace, out: Path) -> Comparison:
     for override in args.overrides:
         if override.split("=")[0].lstrip("+~") in ("seed", "hydra.run.dir", "init_from"):
             raise ConfigError(f"{override}: gentrain-compare sets this itself (see --seeds)")
+    check_overrides(args.overrides, spec_path().parent)  # before naming any arm
     overrides = [*budget_overrides(args.epochs, args.seconds), *args.overrides]
     runs = plan_runs(arms, args.seeds, overrides, out)
     first = check_runs(runs, time_budget=args.seconds is not None)

@@ -41,6 +41,7 @@ class TrainerConfig:
     deterministic: bool = False
     resume: str | None = None  # None | auto | /path/to/last.ckpt
     progress: bool = True  # rich progress bar on a terminal; plain lines otherwise
+    on_runaway: str = "warn"  # exploding/collapsing losses: warn | stop | off (gentrain.runaway)
 
     def __post_init__(self) -> None:
         require_at_least(
@@ -56,6 +57,10 @@ class TrainerConfig:
             "num_grid_images",
         )
         require_at_least(self, "trainer", 1, "max_steps", "limit_val_batches", nullable=True)
+        if self.on_runaway not in ("warn", "stop", "off"):
+            raise ConfigError(
+                f"trainer.on_runaway must be warn, stop or off, got {self.on_runaway!r}"
+            )
         if self.max_seconds is not None and self.max_seconds <= 0:
             raise ConfigError(f"trainer.max_seconds must be > 0 or null, got {self.max_seconds}")
         if self.gradient_clip_norm is not None and self.gradient_clip_norm <= 0:

@@ -26,6 +26,15 @@ class TrainingDivergedError(GentrainError):
     """A loss became NaN or infinite; training stopped before writing a bad checkpoint."""
 
 
+class CorruptDataError(GentrainError):
+    """A dataset file is there but damaged (truncated download, bad copy)."""
+
+
+class StorageError(GentrainError):
+    """A file could not be written (disk full, read-only, no permission); the previous
+    version of it is intact."""
+
+
 def require_at_least(
     config: Any, section: str, minimum: int, *keys: str, nullable: bool = False
 ) -> None:

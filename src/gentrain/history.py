@@ -12,6 +12,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from gentrain.checkpoint import write_failure
+
 log = logging.getLogger("gentrain")
 
 
@@ -38,6 +40,9 @@ def read_history(path: Path) -> list[dict[str, Any]]:
 
 
 def append_record(path: Path, record: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as f:
-        f.write(json.dumps(record) + "\n")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+    except OSError as exc:  # disk full: readers skip a partial last line
+        raise write_failure(path, exc) from None

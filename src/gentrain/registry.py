@@ -17,6 +17,13 @@ from gentrain.errors import ConfigError
 T = TypeVar("T")
 
 
+def unknown_name_message(kind: str, name: object, names: list[str]) -> str:
+    """``unknown model 'vaeg' — did you mean 'vae'? available: gan, vae, vaegan``."""
+    close = difflib.get_close_matches(str(name), names, n=1)
+    hint = f" — did you mean {close[0]!r}?" if close else ""
+    return f"unknown {kind} {name!r}{hint} available: {', '.join(names)}"
+
+
 class Registry(Generic[T]):
     """A typed mapping from names to builders that explains unknown names."""
 
@@ -47,9 +54,7 @@ class Registry(Generic[T]):
             raise ConfigError(self.unknown_message(name)) from None
 
     def unknown_message(self, name: str) -> str:
-        close = difflib.get_close_matches(str(name), self.names(), n=1)
-        hint = f" — did you mean {close[0]!r}?" if close else ""
-        return f"unknown {self.kind} {name!r}{hint} available: {', '.join(self.names())}"
+        return unknown_name_message(self.kind, name, self.names())
 
     def names(self) -> list[str]:
         return sorted(self._entries)

@@ -230,6 +230,8 @@ def jobs_table(
         values = [row.get(m) for m in metrics]
         cells = [f"{v:.4g}" if isinstance(v, int | float) else "-" for v in values]
         status = row["status"] if not row["error"] else f"{row['status']}: {row['error'][:60]}"
+        if row.get("train/runaway"):  # gentrain.runaway's flag, in metrics.json
+            status += f" (runaway at step {row.get('train/runaway_step', 0):.0f})"
         wall = row.get("wall_seconds")
         table.add_row(
             row["job"].split("_", 1)[0],

@@ -21,12 +21,15 @@ from gentrain.checkpoint import atomic_write_bytes
 from gentrain.child_process import stop_with_parent
 from gentrain.config import RunConfig, validate_config
 from gentrain.console import console, print_config_tree, print_error, print_metrics_table
-from gentrain.data import build_dataset
+from gentrain.data import build_dataset, check_batch_fits
 from gentrain.errors import ConfigError, GentrainError
 from gentrain.evaluation import Evaluator
 from gentrain.models import build_model
+from gentrain.overrides import check_argv
 from gentrain.paths import checkpoint_path, config_dir, find_resume_checkpoint, last_checkpoint
-from gentrain.registry import LOGGERS
+from gentrain.registry import LOGGERS, MODELS
+from gentrain.restore import check_resume_source
+from gentrain.run_lock import holds_run_lock
 from gentrain.runtime import resolve_device, seed_everything
 from gentrain.sweep import remember_fixed_keys
 from gentrain.trainer import Stopwatch, Trainer
@@ -66,6 +69,7 @@ def changed_knobs(model_cfg: Any) -> list[str]:
     return [k for k, v in asdict(model_cfg).items() if k != "name" and defaults.get(k) != v]
 
 
+@holds_run_lock  # one writer per run directory
 def train(cfg: DictConfig) -> dict[str, float]:
     """Validate ``cfg``, train, write ``metrics.json``; return the final metrics."""
     wall_clock = Stopwatch()
@@ -78,6 +82,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     print_config_tree(cfg)
 
     data = build_dataset(config.dataset)
+    check_batch_fits(len(data.train), config.trainer.batch_size)  # before the run dir is written
     model = build_model(config.model, data.image_shape)
     warm_start_summary = warm_start(model, init_from) if init_from is not None else None
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -131,6 +136,8 @@ def starting_point(config: RunConfig, output_dir: Path) -> tuple[Path | None, st
                 "full state, init_from starts a new run from another model's weights; pick one"
             )
         checkpoint_path(init_from)  # fail now, not after loading the data
+    if resume_from is not None:  # a foreign or damaged file: refused before anything is written
+        check_resume_source(resume_from, MODELS.get(config.model.name).__name__)
     return resume_from, init_from
 
 
@@ -199,6 +206,11 @@ def main() -> None:
     import hydra
 
     stop_with_parent()
+    try:  # bad overrides: one line and exit 2, before Hydra writes anything
+        check_argv(sys.argv[1:], config_dir())
+    except ConfigError as exc:
+        print_error(exc)
+        sys.exit(2)
     remember_fixed_keys(sys.argv[1:])  # for sweep job names: what varies between jobs
     hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")(hydra_task)()
 

@@ -39,6 +39,7 @@ from gentrain.loggers import Logger, NullLogger
 from gentrain.models import GenerativeModel
 from gentrain.optim import OptimizerConfig, OptimizerFactory
 from gentrain.paths import last_checkpoint
+from gentrain.runaway import RunawayDetector
 
 log = logging.getLogger("gentrain")
 
@@ -114,6 +115,7 @@ class TrainingPlan:
     total_steps: int  # max_epochs and max_steps, whichever ends first
     lr_varies: bool  # a schedule or warm-up: log lr/<network> curves
     out_of_time: bool = False  # trainer.max_seconds spent
+    runaway: RunawayDetector | None = None  # checks the loss terms at log steps only
 
 
 class LogWindow:
@@ -251,6 +253,7 @@ class Trainer:
             self.history_path.unlink(missing_ok=True)  # a fresh run starts a fresh curve
         # trainer.max_seconds spent (already, for a run resumed after its budget)
         plan.out_of_time = cfg.max_seconds is not None and self.clock.seconds >= cfg.max_seconds
+        plan.runaway = RunawayDetector(cfg.on_runaway, self.logger)
         log.info(
             "training %s on %s: %d steps (%d per epoch, batch %d) on %s, %s parameters",
             type(model).__name__,
@@ -313,7 +316,9 @@ class Trainer:
         progress: TrainingProgress,
     ) -> None:
         """Log the window's mean loss terms, images/s and learning rates; start a new one."""
-        scalars = {f"train/{k}": v for k, v in window.close().items()}
+        shown = window.close()
+        plan.runaway.check(self.step, shown, self.checkpoint_path)
+        scalars = {f"train/{k}": v for k, v in shown.items()}
         scalars["train/images_per_sec"] = window.rate
         if plan.lr_varies:  # a constant rate is in the config, not a curve
             scalars.update({f"lr/{k}": v for k, v in model.learning_rates().items()})
@@ -374,6 +379,7 @@ class Trainer:
             "model/parameters": float(trainable),
             "step": float(self.step),
             "epoch": float(self.epoch),
+            **plan.runaway.metrics(),
         }
 
     def _log_validation(self, model: GenerativeModel, metrics: dict[str, float]) -> None:

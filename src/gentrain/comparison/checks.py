@@ -10,6 +10,7 @@ from gentrain.comparison.arms import PlannedRun
 from gentrain.config import RunConfig
 from gentrain.console import console
 from gentrain.errors import ConfigError
+from gentrain.overrides import check_overrides, compose_without, composition_error
 from gentrain.paths import config_dir
 from gentrain.runtime import resolve_device
 
@@ -33,9 +34,13 @@ def check_runs(runs: list[PlannedRun], time_budget: bool = False) -> RunConfig:
             overrides = [o for o in run.overrides if not o.startswith("hydra.")]
             overrides.append(f"paths.output_dir={run.run_dir}")  # Hydra's, outside an app
             try:
+                check_overrides(overrides, config_dir())  # did-you-mean for group options
                 cfg = compose(config_name="train", overrides=overrides)
-            except Exception as exc:  # Hydra's own messages name the bad override
-                raise ConfigError(f"arm {run.arm.name}: {exc}") from None
+            except Exception as exc:  # Hydra's own messages, made one line
+                error = exc
+                if not isinstance(exc, ConfigError):
+                    error = composition_error(exc, compose_without(exc, overrides))
+                raise ConfigError(f"arm {run.arm.name}: {error}") from None
             try:
                 configs[run.arm.name] = validate_config(cfg)
             except ConfigError as exc:

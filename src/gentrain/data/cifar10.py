@@ -14,6 +14,7 @@ import torch
 from torchvision import datasets
 
 from gentrain.data.base import DatasetConfig, ImageData
+from gentrain.data.integrity import read_verified
 from gentrain.errors import DataNotFoundError
 from gentrain.registry import DATASETS
 
@@ -26,12 +27,17 @@ def read_batches(folder: Path, names: list[str]) -> tuple[torch.Tensor, torch.Te
     """Images (uint8, (N, 3, 32, 32)) and labels (int64) of the named pickle batches."""
     arrays, labels = [], []
     for name in names:
-        with open(folder / name, "rb") as f:
-            entry = pickle.load(f, encoding="latin1")  # the official files are pickles
-        data = np.asarray(entry["data"], dtype=np.uint8)
-        arrays.append(data.reshape(-1, 3, 32, 32))
-        labels.append(np.asarray(entry["labels"], dtype=np.int64))
+        data, targets = read_verified(folder / name, FOLDER, _read_batch)
+        arrays.append(data)
+        labels.append(targets)
     return torch.from_numpy(np.concatenate(arrays)), torch.from_numpy(np.concatenate(labels))
+
+
+def _read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    with open(path, "rb") as f:
+        entry = pickle.load(f, encoding="latin1")  # the official files are pickles
+    data = np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+    return data, np.asarray(entry["labels"], dtype=np.int64)
 
 
 @DATASETS.register("cifar10")

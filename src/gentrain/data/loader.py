@@ -10,6 +10,18 @@ from collections.abc import Iterator
 
 import torch
 
+from gentrain.errors import ConfigError
+
+
+def check_batch_fits(images: int, batch_size: int) -> None:
+    """A ConfigError unless the training split holds at least one whole batch."""
+    if images < batch_size:
+        raise ConfigError(
+            f"trainer.batch_size={batch_size} is larger than the training split "
+            f"({images} images): not one batch fits. Fix: set trainer.batch_size to at most "
+            f"{images}, or use more data (dataset.limit)"
+        )
+
 
 class DeviceTensorLoader:
     """Shuffled float batches in [0, 1] from uint8 images kept on ``device``.
@@ -27,11 +39,7 @@ class DeviceTensorLoader:
     ) -> None:
         if images.dtype != torch.uint8 or images.dim() != 4:
             raise ValueError("images must be a uint8 tensor of shape (N, C, H, W)")
-        if len(images) < batch_size:
-            raise ValueError(
-                f"the split has {len(images)} images, fewer than one batch of {batch_size}; "
-                "lower trainer.batch_size"
-            )
+        check_batch_fits(len(images), batch_size)
         self.images = images.to(device)
         self.batch_size = batch_size
         self.device = torch.device(device)

@@ -15,6 +15,7 @@ import torch
 from torchvision import datasets
 
 from gentrain.data.base import DatasetConfig, ImageData
+from gentrain.data.integrity import read_verified
 from gentrain.errors import DataNotFoundError
 from gentrain.registry import DATASETS
 
@@ -65,9 +66,10 @@ def load_idx_dataset(cfg: DatasetConfig, folder: str, tv_class: type) -> ImageDa
         )
     splits, labels = {}, {}
     for split, (images_stem, labels_stem) in SPLIT_FILES.items():
-        images = read_idx(_find(raw_dir, images_stem))  # type: ignore[arg-type]
+        images = read_verified(_find(raw_dir, images_stem), folder, read_idx)  # type: ignore[arg-type]
         splits[split] = torch.from_numpy(images.copy()).unsqueeze(1)  # (N, 1, 28, 28)
-        labels[split] = torch.from_numpy(read_idx(_find(raw_dir, labels_stem)).astype(np.int64))  # type: ignore[arg-type]
+        targets = read_verified(_find(raw_dir, labels_stem), folder, read_idx)  # type: ignore[arg-type]
+        labels[split] = torch.from_numpy(targets.astype(np.int64))
     return ImageData(
         name=cfg.name,
         train=splits["train"],

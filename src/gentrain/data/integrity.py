@@ -1,0 +1,87 @@
+"""Dataset files checked before training: torchvision's published MD5s, then decoding.
+
+A truncated ``train-images-idx3-ubyte.gz`` used to surface as ``EOFError: Compressed file
+ended before the end-of-stream marker`` with a stack and no file name. ``read_verified``
+decodes a file and turns any decoding failure into one ``CorruptDataError`` that names the
+file, says whether it matches the MD5 torchvision publishes for it, and how to fix it. A
+file that decodes but differs from the published sum (a re-compressed copy, test data) is
+used with a warning.
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+import zlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+from torchvision import datasets
+from torchvision.datasets.utils import check_integrity
+
+from gentrain.errors import CorruptDataError, GentrainError
+
+log = logging.getLogger("gentrain")
+T = TypeVar("T")
+
+# Folder under the data root -> {file name: MD5}, as torchvision downloads and checks them.
+PUBLISHED_MD5: dict[str, dict[str, str]] = {
+    "MNIST": dict(datasets.MNIST.resources),
+    "FashionMNIST": dict(datasets.FashionMNIST.resources),
+    "cifar-10-batches-py": dict(datasets.CIFAR10.train_list + datasets.CIFAR10.test_list),
+}
+DECODE_ERRORS = (
+    EOFError,
+    OSError,  # gzip.BadGzipFile among them
+    zlib.error,
+    pickle.UnpicklingError,
+    ValueError,
+    KeyError,
+    TypeError,
+    GentrainError,  # read_idx's own "bad magic number" / "truncated"
+)
+_checked: dict[tuple[str, int, int], bool] = {}  # (path, size, mtime) -> MD5 matches
+
+
+def published_md5(path: Path, folder: str) -> str | None:
+    return PUBLISHED_MD5.get(folder, {}).get(path.name)
+
+
+def matches_published(path: Path, folder: str) -> bool | None:
+    """Whether ``path`` has torchvision's MD5 (hashed once per file version and process);
+    None if torchvision publishes none for it (an uncompressed copy, another dataset)."""
+    md5 = published_md5(path, folder)
+    if md5 is None:
+        return None
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _checked:
+        _checked[key] = check_integrity(str(path), md5)
+    return _checked[key]
+
+
+def read_verified(path: Path, folder: str, decode: Callable[[Path], T]) -> T:
+    """``decode(path)``, or a CorruptDataError naming the file and the fix."""
+    matches = matches_published(path, folder)
+    try:
+        result = decode(path)
+    except DECODE_ERRORS as exc:
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        md5 = published_md5(path, folder)
+        checksum = (
+            f"; its MD5 differs from torchvision's published {md5}" if matches is False else ""
+        )
+        raise CorruptDataError(
+            f"dataset file {path} is damaged and cannot be read ({type(exc).__name__}: "
+            f"{reason}){checksum}. Fix: delete it and download it again (dataset.download=true "
+            "with a network), or replace it with an intact copy"
+        ) from None
+    if matches is False:
+        log.warning(
+            "%s decodes, but its MD5 differs from torchvision's published %s: "
+            "not the official file; using it",
+            path,
+            published_md5(path, folder),
+        )
+    return result

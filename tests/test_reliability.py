@@ -1,0 +1,304 @@
+"""Reliability: damaged data files, foreign checkpoints, one writer per run directory,
+failed checkpoint writes and runaway training (issue 16)."""
+
+from __future__ import annotations
+
+import gzip
+import shutil
+from pathlib import Path
+
+import pytest
+
+from gentrain.data import DatasetConfig, build_dataset
+from gentrain.data.integrity import PUBLISHED_MD5
+from gentrain.errors import CorruptDataError
+
+
+def copy_mnist(data_dir: Path, target: Path) -> Path:
+    """A writable copy of MNIST's raw files under ``target`` (the shared one is read-only)."""
+    raw = target / "MNIST" / "raw"
+    shutil.copytree(data_dir / "MNIST" / "raw", raw)
+    return raw
+
+
+def test_a_truncated_mnist_file_is_named_with_its_fix(data_dir, tmp_path):
+    raw = copy_mnist(data_dir, tmp_path)
+    damaged = raw / "train-images-idx3-ubyte.gz"
+    damaged.write_bytes(damaged.read_bytes()[:100_000])  # an interrupted download
+    with pytest.raises(CorruptDataError) as info:
+        build_dataset(DatasetConfig(name="mnist", root=str(tmp_path), download=False))
+    message = str(info.value)
+    assert str(damaged) in message and "EOFError" in message
+    assert PUBLISHED_MD5["MNIST"]["train-images-idx3-ubyte.gz"] in message  # the MD5 check
+    assert "delete it and download it again" in message and "\n" not in message
+
+
+def test_a_garbage_labels_file_is_named(data_dir, tmp_path):
+    raw = copy_mnist(data_dir, tmp_path)
+    (raw / "t10k-labels-idx1-ubyte.gz").write_bytes(b"not a gzip file at all")
+    with pytest.raises(CorruptDataError, match="t10k-labels-idx1-ubyte.gz is damaged"):
+        build_dataset(DatasetConfig(name="mnist", root=str(tmp_path), download=False))
+
+
+def test_a_file_that_decodes_but_is_not_the_published_one_is_used_with_a_warning(
+    data_dir, tmp_path, caplog
+):
+    raw = copy_mnist(data_dir, tmp_path)
+    labels = raw / "t10k-labels-idx1-ubyte.gz"
+    content = gzip.decompress(labels.read_bytes())
+    labels.write_bytes(gzip.compress(content, compresslevel=1, mtime=0))  # same data, new bytes
+    data = build_dataset(DatasetConfig(name="mnist", root=str(tmp_path), download=False))
+    assert len(data.val_labels) == 10_000
+    assert "differs from torchvision's published" in caplog.text
+
+
+class RunsACommand:
+    """A pickle that runs a shell command when unpickled without weights_only."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+def malicious_checkpoint(path: Path) -> Path:
+    import torch
+
+    torch.save({"format_version": 1, "model": RunsACommand(path.parent / "pwned")}, path)
+    return path
+
+
+def test_a_malicious_checkpoint_is_refused_without_advice_to_unpickle_it(tmp_path):
+    from gentrain.checkpoint import load_checkpoint
+    from gentrain.errors import GentrainError
+
+    path = malicious_checkpoint(tmp_path / "last.ckpt")
+    with pytest.raises(GentrainError) as info:
+        load_checkpoint(path)
+    message = str(info.value)
+    assert str(path) in message and "not a gentrain checkpoint" in message
+    assert "weights_only" not in message and "\n" not in message
+    assert not (tmp_path / "pwned").exists()  # nothing ran
+
+
+def test_a_foreign_file_is_not_a_gentrain_checkpoint(tmp_path):
+    import torch
+
+    from gentrain.checkpoint import load_checkpoint
+    from gentrain.errors import GentrainError
+
+    torch.save({"state_dict": {"w": torch.zeros(2)}}, tmp_path / "lightning.ckpt")
+    with pytest.raises(GentrainError, match="lightning.ckpt is not a gentrain checkpoint"):
+        load_checkpoint(tmp_path / "lightning.ckpt")
+    (tmp_path / "cut.ckpt").write_bytes(b"PK\x03\x04 truncated")
+    with pytest.raises(GentrainError, match="cut.ckpt: it is damaged or not a PyTorch file"):
+        load_checkpoint(tmp_path / "cut.ckpt")
+
+
+# --- one writer per run directory -------------------------------------------------------------
+HOLD = """
+import sys, time
+from pathlib import Path
+from gentrain.run_lock import RunLock
+lock = RunLock(Path(sys.argv[1]))
+lock.acquire()
+(Path(sys.argv[1]) / "held").write_text("")
+time.sleep(120)
+"""
+
+
+def test_a_second_writer_is_refused_and_a_dead_writers_lock_is_taken_over(tmp_path, caplog):
+    import json
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    from gentrain.run_lock import LOCK_NAME, RunDirectoryInUse, RunLock
+
+    run_dir = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(run_dir)])
+    try:
+        deadline = time.monotonic() + 60
+        while not (run_dir / "held").exists():
+            assert holder.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        with pytest.raises(RunDirectoryInUse) as info:
+            RunLock(run_dir).acquire()
+        message = str(info.value)
+        assert f"pid {holder.pid} on host {socket.gethostname()}" in message
+        assert "train into another directory" in message
+    finally:
+        os.kill(holder.pid, signal.SIGKILL)  # dies without releasing: its lock file stays
+        holder.wait()
+    assert json.loads((run_dir / LOCK_NAME).read_text())["pid"] == holder.pid
+    with RunLock(run_dir):
+        assert json.loads((run_dir / LOCK_NAME).read_text())["pid"] == os.getpid()
+    assert f"taking over the stale lock of pid {holder.pid}" in caplog.text
+    assert not (run_dir / LOCK_NAME).exists()  # released: removed
+
+
+def test_train_holds_the_lock_so_a_second_train_into_the_same_dir_is_refused(make_config):
+    from gentrain.run_lock import RunDirectoryInUse, RunLock
+    from gentrain.train import train
+
+    cfg = make_config("logger=none", "eval.enabled=false")
+    run_dir = cfg.paths.output_dir
+    with RunLock(run_dir):
+        with pytest.raises(RunDirectoryInUse, match="is in use by another"):
+            train(cfg)
+        assert sorted(p.name for p in Path(run_dir).iterdir()) == [".gentrain.lock"]
+
+
+# --- failed writes ----------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("code", "where"),
+    [("ENOSPC", "fsync"), ("EROFS", "mkstemp"), ("EACCES", "replace")],
+)
+def test_a_failed_checkpoint_write_keeps_the_previous_one_and_stops_cleanly(
+    make_config, monkeypatch, code, where
+):
+    import errno
+    import os
+    import tempfile
+
+    import torch
+
+    import gentrain.checkpoint as checkpoint
+    from gentrain.errors import StorageError
+    from gentrain.train import train
+
+    cfg = make_config("logger=none", "eval.enabled=false")  # checkpoints at steps 2 and 4
+    run_dir = Path(cfg.paths.output_dir)
+    saves = []
+    real = {"fsync": os.fsync, "mkstemp": tempfile.mkstemp, "replace": os.replace}
+
+    def failing(*args, **kwargs):
+        saves.append(args)
+        if len(saves) > 1 and (run_dir / "checkpoints" / "last.ckpt").exists():
+            number = getattr(errno, code)
+            raise OSError(number, os.strerror(number))
+        return real[where](*args, **kwargs)
+
+    module = tempfile if where == "mkstemp" else os
+    monkeypatch.setattr(
+        checkpoint, "os" if module is os else "tempfile", _Patched(module, where, failing)
+    )
+    with pytest.raises(StorageError) as info:
+        train(cfg)
+    message = str(info.value)
+    assert f"could not write {run_dir / 'checkpoints' / 'last.ckpt'}" in message
+    assert f"({code})" in message and "the previous last.ckpt is intact" in message
+    assert "Fix:" in message and "\n" not in message
+    state = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    assert state["step"] == 2  # the last good one
+    assert not list(run_dir.rglob("*.tmp")) and not (run_dir / "metrics.json").exists()
+
+
+class _Patched:
+    """``module`` with one function replaced, as the checkpoint module sees it."""
+
+    def __init__(self, module, name, function):
+        self._module, self._name, self._function = module, name, function
+
+    def __getattr__(self, attr):
+        return self._function if attr == self._name else getattr(self._module, attr)
+
+
+# --- runaway training -------------------------------------------------------------------------
+def _healthy_windows(count: int = 200):
+    import random
+
+    rng = random.Random(0)
+    for i in range(count):  # a GAN near equilibrium and a VAE whose KL grows from ~0
+        yield {
+            "loss_d": 1.3 + rng.uniform(-0.3, 0.3),
+            "loss_g": 0.8 + rng.uniform(-0.3, 0.6),
+            "d_real": 0.55 + rng.uniform(-0.1, 0.1),
+            "d_fake": 0.45 + rng.uniform(-0.1, 0.1),
+            "loss": 500.0 / (1 + i) + 100,
+            "kl": 0.01 + 0.2 * i,
+            "grad_norm_generator": rng.uniform(0.1, 50),
+        }
+
+
+def test_the_runaway_detector_is_quiet_on_healthy_training():
+    from gentrain.runaway import RunawayDetector
+
+    detector = RunawayDetector("stop")
+    for step, means in enumerate(_healthy_windows()):
+        detector.check(step, means, Path("/nonexistent"))  # stop would raise
+    assert detector.metrics() == {}
+
+
+@pytest.mark.parametrize(
+    ("windows", "kind", "at"),
+    [
+        ([{"loss_d": 1.4}] * 4 + [{"loss_d": 8e13}], "explosion", 4),  # above the limit
+        ([{"loss": 100.0}] * 5 + [{"loss": 2e5}], "explosion", 5),  # 2000x its median
+        ([{"d_real": 1.0, "d_fake": 0.0}] * 3, "saturation", 2),  # D wins every time
+        ([{"loss_g": 0.0, "loss_d": 1.0}] * 3, "stuck", 2),
+    ],
+)
+def test_the_runaway_detector_names_explosion_saturation_and_a_stuck_generator(windows, kind, at):
+    from gentrain.runaway import RunawayDetector
+
+    detector = RunawayDetector("warn")
+    for step, means in enumerate(windows):
+        assert (step < at) == (kind not in detector.findings(means))
+    assert detector.reasons == {}  # findings() alone does not act
+
+
+def test_runaway_warn_trains_on_and_flags_metrics_log_and_tensorboard(make_config, caplog):
+    import json
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from gentrain.train import train
+
+    cfg = make_config("model=gan", "optimizer.lr=1e6", "eval.enabled=false")
+    metrics = train(cfg)
+    run_dir = Path(cfg.paths.output_dir)
+    assert metrics["step"] == 4 and metrics["train/runaway"] == 1.0  # trained to the end
+    assert json.loads((run_dir / "metrics.json").read_text())["train/runaway"] == 1.0
+    assert "runaway training at step" in caplog.text and "exploded" in caplog.text
+    events = EventAccumulator(str(run_dir)).Reload()
+    assert "runaway/text_summary" in events.Tags()["tensors"]
+
+
+def test_runaway_stop_ends_the_run_and_keeps_the_last_checkpoint(make_config):
+    import torch
+
+    from gentrain.runaway import RunawayTrainingError
+    from gentrain.train import train
+
+    cfg = make_config(
+        "model=gan",
+        "optimizer.lr=1e6",
+        "eval.enabled=false",
+        "logger=none",
+        "trainer.on_runaway=stop",
+        "trainer.checkpoint_every_n_steps=1",
+    )
+    with pytest.raises(RunawayTrainingError) as info:
+        train(cfg)
+    run_dir = Path(cfg.paths.output_dir)
+    message = str(info.value)
+    step = int(message.split("at step ")[1].split(":")[0])
+    assert "exploded" in message and "Fix: lower optimizer.lr" in message
+    state = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    assert state["step"] == step - 1  # written before the runaway was noticed, not after
+    assert not (run_dir / "metrics.json").exists()
+
+
+def test_on_runaway_takes_only_warn_stop_or_off(compose_only):
+    from gentrain.config import validate_config
+    from gentrain.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="trainer.on_runaway must be warn, stop or off"):
+        validate_config(compose_only("trainer.on_runaway=panic"))
