@@ -66,7 +66,7 @@ ROWS = [
     row("seed", "cli", ["seed=abc"], "seed must be an integer"),
     row("runaway", "cli", ["trainer.on_runaway=panic"], "on_runaway must be warn, stop or off"),
     row("channels", "cli", ["dataset.channels=2"], "dataset.channels must be 1, 3 or null"),
-    row("latent", "cli", ["model.latent_dim=0"], "model.latent_dim must be positive"),
+    row("latent", "cli", ["model.latent_dim=0"], "model.latent_dim must be >= 1, got 0"),
     row("eval-n", "cli", ["eval.num_samples=0"], "eval.num_samples must be >= 1"),
     # --- what only a run can check: data, checkpoints, the run dir (train.hydra_task) ----------
     row(

@@ -18,13 +18,9 @@ from gentrain.runtime import resolve_device
 def check_runs(runs: list[PlannedRun], time_budget: bool = False) -> RunConfig:
     """Compose and validate every run's config, and check each warm start's shapes, before
     anything trains: a typo or a mismatched arm fails in seconds, not after an hour."""
-    import torch
     from hydra import compose, initialize_config_dir
 
     from gentrain.config import validate_config
-    from gentrain.data import build_dataset
-    from gentrain.models import build_model
-    from gentrain.warm_start import plan_warm_start
 
     configs = {}
     with initialize_config_dir(version_base="1.3", config_dir=str(config_dir())):
@@ -60,9 +56,24 @@ def check_runs(runs: list[PlannedRun], time_budget: bool = False) -> RunConfig:
             highlight=False,
         )
     first = next(iter(configs.values()))
+    check_warm_starts(runs, configs, first)
+    return first
+
+
+def check_warm_starts(
+    runs: list[PlannedRun], configs: dict[str, RunConfig], first: RunConfig
+) -> None:
+    """Build each warm-started arm and its source and map the weights: a shape that does
+    not fit is a ConfigError now (with the overrides that fix it), not after training."""
+    import torch
+
+    from gentrain.data import build_dataset
+    from gentrain.models import build_model
+    from gentrain.warm_start import plan_warm_start
+
     warm = [r for r in runs if r.arm.init_from and r.arm.name in configs]
     if not warm:
-        return first
+        return
     data = build_dataset(first.dataset)
     for run in warm:
         source_name = run.arm.init_from
@@ -76,7 +87,6 @@ def check_runs(runs: list[PlannedRun], time_budget: bool = False) -> RunConfig:
                 f"<arm {source_name}>",
                 asdict(configs[source_name].model),
             )
-    return first
 
 
 def prepare_features(cfg: RunConfig) -> None:
