@@ -33,6 +33,7 @@ from gentrain.checkpoint import (
 from gentrain.config import TrainerConfig
 from gentrain.console import TrainingProgress
 from gentrain.data import DeviceTensorLoader, ImageData
+from gentrain.devices import check_on_device
 from gentrain.dist import rank_zero_only
 from gentrain.errors import GentrainError, TrainingDivergedError
 from gentrain.history import append_record, read_history
@@ -209,6 +210,7 @@ class Trainer:
                     self.step += 1
                     self.batch_in_epoch += 1
                     window_steps += 1
+                    check_on_device(terms, self.device, f"{type(model).__name__}.training_step")
                     self._check_finite(terms)
                     for name, value in terms.items():
                         sums[name] = sums.get(name, 0.0) + value.float()
