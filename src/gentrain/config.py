@@ -39,6 +39,7 @@ class TrainerConfig:
     deterministic: bool = False
     resume: str | None = None  # None | auto | /path/to/last.ckpt
     progress: bool = True  # rich progress bar on a terminal; plain lines otherwise
+    sync_batchnorm: bool = True  # data-parallel runs: BatchNorm statistics of the global batch
 
     def __post_init__(self) -> None:
         positive = (

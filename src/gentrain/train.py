@@ -26,6 +26,8 @@ from gentrain.checkpoint import atomic_write_bytes
 from gentrain.config import DeviceConfig, RunConfig, validate_config
 from gentrain.console import console, print_config_tree, print_error, print_metrics_table
 from gentrain.data import build_dataset
+from gentrain.data_parallel import World, hydra_overrides_for_rank
+from gentrain.data_parallel import setup as setup_data_parallel
 from gentrain.errors import ConfigError, GentrainError
 from gentrain.evaluation import Evaluator
 from gentrain.models import build_model
@@ -144,7 +146,22 @@ def train(cfg: DictConfig) -> dict[str, float]:
     wall_clock.start()
     run: RunConfig = validate_config(cfg)
     output_dir = Path(run.paths.output_dir)
-    device = resolve_device(run.device)
+    # One process, or this rank's process (its own GPU) under torchrun/SLURM.
+    world = setup_data_parallel(resolve_device(run.device), run.trainer.sync_batchnorm)
+    try:
+        return _train(cfg, run, world, output_dir, wall_clock)
+    finally:
+        world.close()
+
+
+def _train(
+    cfg: DictConfig, run: RunConfig, world: World, output_dir: Path, wall_clock: Stopwatch
+) -> dict[str, float]:
+    device = world.device
+    if world.distributed:  # rank 0's run directory (each rank's Hydra timed its own)
+        own, output_dir = output_dir, Path(world.broadcast(str(output_dir)))
+        if own != output_dir and own.is_dir() and not any(own.iterdir()):
+            own.rmdir()
     resume_from = find_resume_checkpoint(run.trainer.resume, output_dir)
     own_checkpoint = output_dir / "checkpoints" / "last.ckpt"
     if resume_from is None and own_checkpoint.is_file():
@@ -173,7 +190,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if warm_start_summary:
         logger.log_text("init_from", warm_start_summary)
     evaluator = None
-    if run.eval.enabled:
+    if run.eval.enabled and world.is_main:  # the others wait at their next collective
         evaluator = Evaluator(run.eval, data, device, Path(run.paths.cache_dir))
     trainer = Trainer(
         run.trainer,
@@ -185,9 +202,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
         eval_every_n_epochs=run.eval.every_n_epochs,
         config_yaml=OmegaConf.to_yaml(cfg, resolve=True),
         wall_clock=wall_clock,
+        world=world,
     )
     try:
         metrics = trainer.fit(model, data, run.optimizer, resume_from=resume_from)
+        metrics = world.broadcast(metrics)  # rank 0's, with its evaluation
         # Everything the run spent: data, training, evaluation, earlier processes if resumed.
         metrics["time/wall_seconds"] = wall_clock.seconds
         rates = {name: s.base_lrs[0] for name, s in model.schedulers.items()}
@@ -280,6 +299,7 @@ def main() -> None:
 
     stop_with_parent()
     remember_fixed_keys(sys.argv[1:])  # for sweep job names: what varies between jobs
+    sys.argv.extend(hydra_overrides_for_rank())  # under torchrun, rank 0 alone writes
     hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")(_run)()
 
 

@@ -33,6 +33,7 @@ from gentrain.checkpoint import (
 from gentrain.config import TrainerConfig
 from gentrain.console import TrainingProgress
 from gentrain.data import DeviceTensorLoader, ImageData
+from gentrain.data_parallel import World
 from gentrain.devices import check_on_device
 from gentrain.dist import rank_zero_only
 from gentrain.errors import GentrainError, TrainingDivergedError
@@ -120,9 +121,11 @@ class Trainer:
         eval_every_n_epochs: int = 1,
         config_yaml: str = "",
         wall_clock: Stopwatch | None = None,
+        world: World | None = None,
     ) -> None:
         self.cfg = cfg
         self.device = device
+        self.world = world or World(device=device)  # the data-parallel ranks, or just this one
         self.output_dir = output_dir
         self.checkpoint_path = output_dir / "checkpoints" / "last.ckpt"
         self.history_path = output_dir / "history.jsonl"  # one line per validation
@@ -154,7 +157,16 @@ class Trainer:
         """Train until ``max_epochs``, ``max_steps`` or ``max_seconds``; return the final
         metrics."""
         cfg = self.cfg
-        loader = DeviceTensorLoader(data.train, cfg.batch_size, self.device, seed=self.seed)
+        world = self.world
+        world.local_batch_size(cfg.batch_size)  # checks it splits evenly over the ranks
+        loader = DeviceTensorLoader(
+            data.train,
+            cfg.batch_size,
+            self.device,
+            self.seed,
+            rank=world.rank,
+            world_size=world.size,
+        )
         val_count = len(data.val)
         if cfg.limit_val_batches is not None:
             val_count = min(val_count, cfg.limit_val_batches * cfg.val_batch_size)
@@ -164,6 +176,7 @@ class Trainer:
             total_steps = min(total_steps, cfg.max_steps)
 
         model.to(self.device)
+        world.prepare(model)
         factory = OptimizerFactory(optimizer_cfg, total_steps, cfg.gradient_clip_norm)
         model.configure_optimizers(factory)
         lr_varies = optimizer_cfg.scheduler != "constant" or optimizer_cfg.warmup_steps > 0
@@ -194,7 +207,7 @@ class Trainer:
         images_per_sec, shown = 0.0, {}
         # trainer.max_seconds spent (already, for a run resumed after its budget)
         out_of_time = cfg.max_seconds is not None and self.clock.seconds >= cfg.max_seconds
-        stop = StopRequested()
+        stop = world.shared_stop(StopRequested())  # on all ranks after the same step
         with stop.installed(), TrainingProgress(total_steps, cfg.progress) as progress:
             progress.update(self.step, str(self.epoch + 1), 0.0, {})
             self.clock.start()
@@ -206,8 +219,10 @@ class Trainer:
             ):
                 model.train()
                 for x in loader.epoch(self.epoch, start_batch=self.batch_in_epoch):
-                    terms = model.training_step(x)
+                    with world.global_batch_randomness(len(x)):
+                        terms = model.training_step(x)
                     self.step += 1
+                    world.step = self.step
                     self.batch_in_epoch += 1
                     window_steps += 1
                     check_on_device(terms, self.device, f"{type(model).__name__}.training_step")
@@ -216,11 +231,13 @@ class Trainer:
                         sums[name] = sums.get(name, 0.0) + value.float()
                     if cfg.max_seconds is not None:
                         out_of_time = self.clock.seconds >= cfg.max_seconds
+                    out_of_time = world.agree_to_stop(stop, out_of_time, cfg.log_every_n_steps)
                     done = self.step >= total_steps or out_of_time
 
                     if self.step % cfg.log_every_n_steps == 0 or done:
                         elapsed = time.perf_counter() - window_start
                         images_per_sec = window_steps * cfg.batch_size / max(elapsed, 1e-9)
+                        sums = world.mean_terms(sums)  # the global batch's
                         shown = {k: float(v) / window_steps for k, v in sums.items()}
                         scalars = {f"train/{k}": v for k, v in shown.items()}
                         scalars["train/images_per_sec"] = images_per_sec
@@ -433,5 +450,6 @@ class Trainer:
         self.clock = Stopwatch(float(state.get("train_seconds", 0.0)))
         self.wall_clock.credit(float(state.get("wall_seconds", 0.0)))
         set_rng_state(state["rng"])
+        self.world.restore_rng(state["rng"])
         self._restore_history(path)
         log.info("resumed from %s at step %d (epoch %d)", path, self.step, self.epoch + 1)

@@ -15,7 +15,9 @@ class DeviceTensorLoader:
     """Shuffled float batches in [0, 1] from uint8 images kept on ``device``.
 
     The permutation of epoch ``e`` depends only on ``(seed, e)``, so a run resumed in
-    the middle of an epoch sees exactly the batches an uninterrupted run would.
+    the middle of an epoch sees exactly the batches an uninterrupted run would. With
+    ``world_size`` ranks, ``batch_size`` is the global batch and rank ``rank`` gets its
+    own ``batch_size // world_size`` rows of each (see ``gentrain.data_parallel``).
     """
 
     def __init__(
@@ -26,6 +28,8 @@ class DeviceTensorLoader:
         seed: int = 0,
         shuffle: bool = True,
         drop_last: bool = True,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
         if images.dtype != torch.uint8 or images.dim() != 4:
             raise ValueError("images must be a uint8 tensor of shape (N, C, H, W)")
@@ -40,6 +44,9 @@ class DeviceTensorLoader:
         self.seed = seed
         self.shuffle = shuffle
         self.drop_last = drop_last
+        self.rows = slice(
+            rank * batch_size // world_size, (rank + 1) * batch_size // world_size
+        )  # this rank's rows of every batch
 
     def __len__(self) -> int:
         n = len(self.images)
@@ -54,7 +61,7 @@ class DeviceTensorLoader:
         else:
             order = torch.arange(n, device=self.device)
         for b in range(start_batch, len(self)):
-            index = order[b * self.batch_size : (b + 1) * self.batch_size]
+            index = order[b * self.batch_size : (b + 1) * self.batch_size][self.rows]
             yield self.images.index_select(0, index).float().div_(255.0)
 
     def __iter__(self) -> Iterator[torch.Tensor]:

@@ -23,6 +23,8 @@ class GenerativeModel(nn.Module):
 
     #: whether ``reconstruct`` is meaningful (VAE, VAE-GAN) or not (GAN)
     has_encoder: bool = False
+    #: set by ``gentrain.data_parallel.World.prepare`` when several ranks train this model
+    data_parallel: Any = None
 
     def __init__(self, image_shape: tuple[int, int, int], latent_dim: int) -> None:
         super().__init__()
@@ -58,6 +60,11 @@ class GenerativeModel(nn.Module):
         raise NotImplementedError(f"{type(self).__name__} has no encoder")
 
     # --- shared helpers ---------------------------------------------------------------
+    def mean_over_ranks(self, value: torch.Tensor) -> torch.Tensor:
+        """``value`` averaged over data-parallel ranks (itself in one process): for
+        decisions every rank must take alike, from the global batch."""
+        return value if self.data_parallel is None else self.data_parallel.mean(value)
+
     def sample_noise(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         return torch.randn(n, self.latent_dim, generator=generator)
 
@@ -95,6 +102,8 @@ class GenerativeModel(nn.Module):
                 losses[name], params, retain_graph=i < len(names) - 1, allow_unused=True
             )
             grads[name] = [torch.zeros_like(p) if g is None else g for p, g in zip(params, found)]
+            if self.data_parallel is not None:  # DDP's hooks never see autograd.grad
+                grads[name] = self.data_parallel.average_gradients(grads[name])
         norms = {}
         for name in names:
             params = [p for p in self._networks[name].parameters() if p.requires_grad]
