@@ -128,33 +128,31 @@ def _weights(run_dir):
     return torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["model"]
 
 
-@pytest.mark.parametrize(
-    "model",
-    ["vae", "gan", "vaegan model.equilibrium_gate=true"],
-)
-def test_two_ranks_train_the_same_model_as_one_process(make_config, tmp_path, model):
-    """Same global batch of 32, 3 steps: the weights, BatchNorm statistics included, agree to
-    float rounding. SGD, because Adam turns the rounding noise of gradients that are zero in
-    exact arithmetic (a bias before BatchNorm) into whole steps of lr."""
-    common = [
-        *f"model={model}".split(),
-        *TINY,
-        "trainer.max_steps=3",
-        "optimizer=sgd",
-        "optimizer.lr=0.01",
-    ]
-    one, two = tmp_path / "one", tmp_path / "two"
-    train(make_config(*common, output_dir=one))
-    reports, codes = _run_ranks([make_config(*common, output_dir=two)])
-    assert reports == {0: [("ok", 3.0)], 1: [("ok", 3.0)]} and codes == [0, 0]
+MODELS = ["vae", "gan", "vaegan model.equilibrium_gate=true"]
 
-    a, b = _weights(one), _weights(two)
-    assert a.keys() == b.keys()  # synchronised BatchNorm keeps the checkpoint's keys
-    for key in a:
-        torch.testing.assert_close(b[key], a[key], rtol=1e-4, atol=1e-4, msg=key)
-    start = make_config(*common, "trainer.max_steps=1", output_dir=tmp_path / "first")
-    train(start)  # the weights moved well beyond the tolerance: the comparison has teeth
-    moved = _weights(tmp_path / "first")
+
+def test_two_ranks_train_the_same_model_as_one_process(make_config, tmp_path):
+    """Same global batch of 32, 3 steps: the weights, BatchNorm statistics included, agree to
+    float rounding, for each model. SGD, because Adam turns the rounding noise of gradients
+    that are zero in exact arithmetic (a bias before BatchNorm) into whole steps of lr."""
+    steps = [*TINY, "optimizer=sgd", "optimizer.lr=0.01"]
+    configs = {m: [*f"model={m}".split(), *steps, "trainer.max_steps=3"] for m in MODELS}
+    for i, common in enumerate(configs.values()):
+        train(make_config(*common, output_dir=tmp_path / f"one{i}"))
+    jobs = [
+        make_config(*c, output_dir=tmp_path / f"two{i}") for i, c in enumerate(configs.values())
+    ]
+    reports, codes = _run_ranks(jobs)
+    assert reports[0] == reports[1] == [("ok", 3.0)] * 3 and codes == [0, 0]
+
+    for i, model in enumerate(MODELS):
+        a, b = _weights(tmp_path / f"one{i}"), _weights(tmp_path / f"two{i}")
+        assert a.keys() == b.keys()  # synchronised BatchNorm keeps the checkpoint's keys
+        for key in a:
+            torch.testing.assert_close(b[key], a[key], rtol=1e-4, atol=1e-4, msg=f"{model} {key}")
+    # The weights moved well beyond the tolerance from one step to three: the check has teeth.
+    train(make_config(*configs["vae"][:-1], "trainer.max_steps=1", output_dir=tmp_path / "first"))
+    a, moved = _weights(tmp_path / "one0"), _weights(tmp_path / "first")
     assert any((moved[k].float() - a[k].float()).abs().max() > 1e-3 for k in a)
 
 

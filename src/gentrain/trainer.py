@@ -41,6 +41,7 @@ from gentrain.history import append_record, read_history
 from gentrain.loggers import NullLogger
 from gentrain.models import GenerativeModel
 from gentrain.optim import OptimizerConfig, OptimizerFactory
+from gentrain.precision import Throughput
 
 log = logging.getLogger("gentrain")
 
@@ -181,6 +182,8 @@ class Trainer:
         model.configure_optimizers(factory)
         lr_varies = optimizer_cfg.scheduler != "constant" or optimizer_cfg.warmup_steps > 0
         factory.check_networks()
+        speed = Throughput(cfg, self.device)  # precision, channels_last, compile
+        speed.prepare(model)
 
         # Fixed inputs for the image grids: the same noise and validation images all run long.
         noise_generator = torch.Generator().manual_seed(self.seed)
@@ -219,8 +222,8 @@ class Trainer:
             ):
                 model.train()
                 for x in loader.epoch(self.epoch, start_batch=self.batch_in_epoch):
-                    with world.global_batch_randomness(len(x)):
-                        terms = model.training_step(x)
+                    with world.global_batch_randomness(len(x)), speed.autocast():
+                        terms = model.training_step(speed.batch(x))
                     self.step += 1
                     world.step = self.step
                     self.batch_in_epoch += 1
