@@ -223,3 +223,59 @@ def test_torchrun_writes_one_run_directory_from_rank_0(data_dir, cache_dir, tmp_
     assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["step"] == 4
     assert len(list(run.glob("events.out.tfevents.*"))) == 1  # rank 0's only
     assert "data-parallel: 2 ranks (gloo)" in (run / "train.log").read_text()
+
+
+SLURM_TASK_1_OF_8 = {
+    "SLURM_JOB_ID": "4242",
+    "SLURM_NTASKS": "8",
+    "SLURM_PROCID": "5",
+    "SLURM_LOCALID": "1",
+    "SLURM_NODEID": "1",
+    "SLURM_JOB_NUM_NODES": "2",
+    "SLURM_JOB_NODELIST": "gpu[07-08]",
+    "SUBMITIT_EXECUTOR": "slurm",  # launcher=slurm_ddp: submitit runs each task
+}
+
+
+def test_a_slurm_task_gets_torch_distributed_env_from_slurms(monkeypatch):
+    from gentrain.data_parallel import export_slurm_env
+
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in SLURM_TASK_1_OF_8.items():
+        monkeypatch.setenv(key, value)
+    export_slurm_env()
+    assert (os.environ["RANK"], os.environ["WORLD_SIZE"], os.environ["LOCAL_RANK"]) == (
+        "5",
+        "8",
+        "1",
+    )
+    assert os.environ["MASTER_ADDR"] == "gpu07" and int(os.environ["MASTER_PORT"]) >= 20000
+
+
+def test_a_requeued_slurm_job_resumes_from_its_own_checkpoint(tmp_path, monkeypatch):
+    from gentrain.data_parallel import requeued_checkpoint
+
+    own = tmp_path / "checkpoints" / "last.ckpt"
+    own.parent.mkdir()
+    own.write_bytes(b"")
+    monkeypatch.delenv("SLURM_RESTART_COUNT", raising=False)
+    assert requeued_checkpoint(tmp_path) is None  # a first start begins fresh
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
+    assert requeued_checkpoint(tmp_path) == own
+    assert requeued_checkpoint(tmp_path / "other") is None
+
+
+def test_the_slurm_ddp_preset_starts_one_task_per_gpu():
+    from hydra import compose, initialize_config_dir
+
+    from gentrain.train import config_dir
+
+    with initialize_config_dir(version_base="1.3", config_dir=str(config_dir())):
+        cfg = compose(
+            config_name="train", overrides=["launcher=slurm_ddp"], return_hydra_config=True
+        )
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher") and cfg.device.name == "cuda"
+    assert launcher.tasks_per_node == launcher.gpus_per_node > 1
+    assert launcher.max_num_timeout > 0

@@ -36,6 +36,7 @@ import signal
 import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -67,19 +68,26 @@ def launched_world_size() -> int:
 
 
 def export_slurm_env() -> None:
-    """In a SLURM job with several tasks, set torch's env:// variables (RANK, WORLD_SIZE,
-    LOCAL_RANK, MASTER_ADDR, MASTER_PORT) from SLURM's, with submitit's helper."""
+    """In a submitit SLURM job of several tasks (``launcher=slurm_ddp``), set torch's
+    env:// variables (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT) from SLURM's
+    with submitit's own helper. (Under ``srun torchrun ...`` torchrun sets them; a plain
+    sbatch script that runs gentrain once is one process, whatever its task count.)"""
     tasks = int(os.environ.get("SLURM_NTASKS", "1"))
-    if tasks <= 1 or "RANK" in os.environ:
+    if tasks <= 1 or "RANK" in os.environ or os.environ.get("SUBMITIT_EXECUTOR") != "slurm":
         return
-    try:
-        from submitit.helpers import TorchDistributedEnvironment
-    except ImportError:
-        raise ConfigError(
-            f"this SLURM job has {tasks} tasks but submitit is not installed to read their "
-            'ranks; pip install -e ".[slurm]"'
-        ) from None
+    from submitit.helpers import TorchDistributedEnvironment  # present: submitit runs us
+
     TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+
+
+def requeued_checkpoint(output_dir: Path) -> Path | None:
+    """The run directory's own ``last.ckpt`` when SLURM restarted this job (a requeue after
+    preemption or a timeout): the job continues instead of starting over."""
+    own = output_dir / "checkpoints" / "last.ckpt"
+    if int(os.environ.get("SLURM_RESTART_COUNT", "0")) > 0 and own.is_file():
+        log.info("SLURM requeued this job: resuming from %s", own)
+        return own
+    return None
 
 
 def hydra_overrides_for_rank() -> list[str]:

@@ -26,7 +26,7 @@ from gentrain.checkpoint import atomic_write_bytes
 from gentrain.config import DeviceConfig, RunConfig, validate_config
 from gentrain.console import console, print_config_tree, print_error, print_metrics_table
 from gentrain.data import build_dataset
-from gentrain.data_parallel import World, hydra_overrides_for_rank
+from gentrain.data_parallel import World, hydra_overrides_for_rank, requeued_checkpoint
 from gentrain.data_parallel import setup as setup_data_parallel
 from gentrain.errors import ConfigError, GentrainError
 from gentrain.evaluation import Evaluator
@@ -163,6 +163,7 @@ def _train(
         if own != output_dir and own.is_dir() and not any(own.iterdir()):
             own.rmdir()
     resume_from = find_resume_checkpoint(run.trainer.resume, output_dir)
+    resume_from = resume_from or requeued_checkpoint(output_dir)  # SLURM requeue
     own_checkpoint = output_dir / "checkpoints" / "last.ckpt"
     if resume_from is None and own_checkpoint.is_file():
         raise ConfigError(
