@@ -93,7 +93,9 @@ def main() -> None:
                 subprocess.run(command, check=True, capture_output=True)
                 metrics = json.loads((Path(out) / "metrics.json").read_text())
                 with initialize_config_dir(version_base="1.3", config_dir=str(config_dir())):
-                    cfg = compose(config_name="train", overrides=overrides)
+                    cfg = compose(
+                        config_name="train", overrides=[*overrides, f"paths.output_dir={out}"]
+                    )
             wall = time.perf_counter() - start
             model_ = build_model(validate_config(cfg).model, (1, 28, 28))
             params = sum(p.numel() for p in model_.parameters() if p.requires_grad)

@@ -316,6 +316,13 @@ def _size_and_rest(args: tuple, kwargs: dict, first: int) -> tuple[list[int] | N
     return None, args
 
 
+def _memory_format(t: torch.Tensor) -> torch.memory_format:
+    """channels_last for an NHWC batch (trainer.channels_last), else contiguous: the order
+    ``*_like`` fills a tensor in, which decides which element gets which number."""
+    nhwc = t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last)
+    return torch.channels_last if nhwc and not t.is_contiguous() else torch.contiguous_format
+
+
 class GlobalBatchRandomness(TorchFunctionMode):
     """During one training step, random draws whose first dimension is the local batch
     are drawn for the global batch, and this rank keeps its rows.
@@ -352,7 +359,7 @@ class GlobalBatchRandomness(TorchFunctionMode):
                 (self.n * self.world.size, *like.shape[1:]),
                 dtype=kwargs.pop("dtype", None) or like.dtype,
                 device=kwargs.pop("device", None) or like.device,
-                memory_format=torch._prims_common.suggest_memory_format(like),
+                memory_format=_memory_format(like),
             )
             return func(template, *args[1:], **kwargs)[self.rows]
         elif func is torch.bernoulli and isinstance(args[0], torch.Tensor) and len(args) == 1:
