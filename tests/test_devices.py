@@ -77,3 +77,20 @@ def test_same_device_treats_a_missing_index_as_the_current_device():
     assert same_device(torch.device("cuda"), torch.device("cuda:0"))
     assert not same_device(torch.device("cuda:1"), torch.device("cuda:0"))
     assert not same_device(torch.device("cpu"), torch.device("cuda"))
+
+
+def test_the_trainer_stops_on_a_term_off_the_models_device(make_config, monkeypatch):
+    """In a run, a term on another device (here ``meta``, as the CPU is to a GPU run) stops
+    training at once with the term's name, not with torch.stack's device error."""
+    from gentrain.train import train
+
+    original = VAE.training_step
+
+    def training_step(self, x):
+        logs = original(self, x)
+        logs["beta"] = torch.tensor(1.0, device="meta")
+        return logs
+
+    monkeypatch.setattr(VAE, "training_step", training_step)
+    with pytest.raises(GentrainError, match=r"VAE.training_step returned 'beta' on meta"):
+        train(make_config("eval.enabled=false"))
