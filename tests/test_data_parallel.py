@@ -240,8 +240,10 @@ SLURM_TASK_1_OF_8 = {
 def test_a_slurm_task_gets_torch_distributed_env_from_slurms(monkeypatch):
     from gentrain.data_parallel import export_slurm_env
 
-    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        monkeypatch.delenv(key, raising=False)
+    exported = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE")
+    for key in (*exported, "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.setenv(key, "")  # recorded, so that the test's exports are undone after
+        monkeypatch.delenv(key)
     for key, value in SLURM_TASK_1_OF_8.items():
         monkeypatch.setenv(key, value)
     export_slurm_env()
