@@ -2,6 +2,11 @@
 
     python scripts/benchmark_throughput.py                  # vae, gan, vaegan; 200 steps each
     python scripts/benchmark_throughput.py --models vae --steps 468 --device cpu
+    python scripts/benchmark_throughput.py --models vae --precision 32 bf16 --compile 0 1 \
+        --channels-last 0 1 --nproc 1 2                  # one row per combination
+
+``--nproc N`` runs ``torchrun --nproc_per_node=N -m gentrain`` (the global batch stays
+``--batch-size``; on a CPU give each rank ``--threads`` threads).
 
 Runs ``gentrain.train.train`` (the same code path as the CLI) with logging off, and prints
 one line per model. Reference on 2 CPU cores: pythae's default MNIST VAE trains at
@@ -11,7 +16,11 @@ one line per model. Reference on 2 CPU cores: pythae's default MNIST VAE trains 
 from __future__ import annotations
 
 import argparse
+import itertools
+import json
 import os
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -32,37 +41,69 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--nproc", type=int, nargs="+", default=[1], help="ranks (torchrun)")
+    parser.add_argument("--precision", nargs="+", default=["32"], help="32 | bf16 | 16-mixed")
+    parser.add_argument("--compile", type=int, nargs="+", default=[0], choices=[0, 1])
+    parser.add_argument("--channels-last", type=int, nargs="+", default=[0], choices=[0, 1])
+    parser.add_argument("--threads", type=int, default=None, help="torch threads per rank")
     parser.add_argument("--data-dir", default=os.environ.get("GENTRAIN_DATA_DIR", "./data"))
     args = parser.parse_args()
 
-    print(f"{'model':8} {'params':>10} {'images/s':>10} {'s/epoch':>9} {'wall s':>8}")
-    for model in args.models:
+    print(
+        f"{'model':8} {'nproc':>5} {'precision':>9} {'compile':>7} {'nhwc':>4} {'params':>10} "
+        f"{'images/s':>10} {'s/epoch':>9} {'wall s':>8}"
+    )
+    rows = itertools.product(
+        args.models, args.nproc, args.precision, args.compile, args.channels_last
+    )
+    for model, nproc, precision, compiled, nhwc in rows:
         with tempfile.TemporaryDirectory() as out:
             overrides = [
                 f"model={model}",
                 f"device={args.device}",
                 "logger=none",
+                "eval.enabled=false",
                 f"paths.data_dir={Path(args.data_dir).resolve()}",
-                f"paths.output_dir={out}",
                 f"trainer.max_steps={args.steps}",
                 f"trainer.batch_size={args.batch_size}",
+                f"trainer.precision={precision}",
+                f"trainer.compile={bool(compiled)}",
+                f"trainer.channels_last={bool(nhwc)}",
                 "trainer.limit_val_batches=1",
                 "trainer.progress=false",
                 f"trainer.log_every_n_steps={args.steps}",
                 f"trainer.images_every_n_steps={args.steps * 10}",
                 f"trainer.checkpoint_every_n_steps={args.steps * 10}",
             ]
-            with initialize_config_dir(version_base="1.3", config_dir=str(config_dir())):
-                cfg = compose(config_name="train", overrides=overrides)
+            if args.threads:
+                overrides.append(f"device.num_threads={args.threads}")
             start = time.perf_counter()
-            metrics = train(cfg)
+            if nproc == 1:
+                with initialize_config_dir(version_base="1.3", config_dir=str(config_dir())):
+                    cfg = compose(
+                        config_name="train", overrides=[*overrides, f"paths.output_dir={out}"]
+                    )
+                metrics = train(cfg)
+            else:
+                command = [
+                    *(sys.executable, "-m", "torch.distributed.run"),
+                    *(f"--nproc_per_node={nproc}", "-m", "gentrain"),
+                    *overrides,
+                    f"hydra.run.dir={out}",
+                ]
+                subprocess.run(command, check=True, capture_output=True)
+                metrics = json.loads((Path(out) / "metrics.json").read_text())
+                with initialize_config_dir(version_base="1.3", config_dir=str(config_dir())):
+                    cfg = compose(
+                        config_name="train", overrides=[*overrides, f"paths.output_dir={out}"]
+                    )
             wall = time.perf_counter() - start
             model_ = build_model(validate_config(cfg).model, (1, 28, 28))
             params = sum(p.numel() for p in model_.parameters() if p.requires_grad)
             speed = metrics["train/images_per_sec"]
             print(
-                f"{model:8} {params:>10,} {speed:>10,.0f} {MNIST_TRAIN_IMAGES / speed:>9.1f} "
-                f"{wall:>8.1f}",
+                f"{model:8} {nproc:>5} {precision:>9} {compiled:>7} {nhwc:>4} {params:>10,} "
+                f"{speed:>10,.0f} {MNIST_TRAIN_IMAGES / speed:>9.1f} {wall:>8.1f}",
                 flush=True,
             )
 

@@ -20,6 +20,7 @@ from gentrain.data import DatasetConfig
 from gentrain.errors import ConfigError, require_at_least
 from gentrain.evaluation.evaluator import EvalConfig
 from gentrain.optim import OptimizerConfig
+from gentrain.precision import check_precision
 from gentrain.registry import DATASETS, LOGGERS, MODELS, OPTIMIZERS, store_schema
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -42,6 +43,10 @@ class TrainerConfig:
     resume: str | None = None  # None | auto | /path/to/last.ckpt
     progress: bool = True  # rich progress bar on a terminal; plain lines otherwise
     on_runaway: str = "warn"  # exploding/collapsing losses: warn | stop | off (gentrain.runaway)
+    sync_batchnorm: bool = True  # data-parallel runs: BatchNorm statistics of the global batch
+    precision: str = "32"  # 32 | bf16 | 16-mixed (autocast; GradScaler per optimiser)
+    channels_last: bool = False  # NHWC weights and batches (faster convolutions on GPUs)
+    compile: bool = False  # torch.compile each network
 
     def __post_init__(self) -> None:
         require_at_least(
@@ -63,6 +68,8 @@ class TrainerConfig:
             )
         if self.max_seconds is not None and self.max_seconds <= 0:
             raise ConfigError(f"trainer.max_seconds must be > 0 or null, got {self.max_seconds}")
+        self.precision = str(self.precision)  # `trainer.precision=32` arrives as a number
+        check_precision(self.precision)
         if self.gradient_clip_norm is not None and self.gradient_clip_norm <= 0:
             raise ConfigError(
                 f"trainer.gradient_clip_norm must be > 0 or null, got {self.gradient_clip_norm}"

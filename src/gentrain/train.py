@@ -22,6 +22,8 @@ from gentrain.child_process import stop_with_parent
 from gentrain.config import RunConfig, validate_config
 from gentrain.console import console, print_config_tree, print_error, print_metrics_table
 from gentrain.data import build_dataset, check_batch_fits
+from gentrain.data_parallel import World, hydra_overrides_for_rank, requeued_checkpoint
+from gentrain.data_parallel import setup as setup_data_parallel
 from gentrain.errors import ConfigError, GentrainError
 from gentrain.evaluation import Evaluator
 from gentrain.models import build_model
@@ -76,7 +78,22 @@ def train(cfg: DictConfig) -> dict[str, float]:
     wall_clock.start()
     config: RunConfig = validate_config(cfg)
     output_dir = Path(config.paths.output_dir)
-    device = resolve_device(config.device)
+    # One process, or this rank's process (its own GPU) under torchrun/SLURM.
+    world = setup_data_parallel(resolve_device(config.device), config.trainer.sync_batchnorm)
+    try:
+        return _train(cfg, config, world, output_dir, wall_clock)
+    finally:
+        world.close()
+
+
+def _train(
+    cfg: DictConfig, config: RunConfig, world: World, output_dir: Path, wall_clock: Stopwatch
+) -> dict[str, float]:
+    device = world.device
+    if world.distributed:  # rank 0's run directory (each rank's Hydra timed its own)
+        own, output_dir = output_dir, Path(world.broadcast(str(output_dir)))
+        if own != output_dir and own.is_dir() and not any(own.iterdir()):
+            own.rmdir()
     resume_from, init_from = starting_point(config, output_dir)
     seed_everything(config.seed, config.trainer.deterministic)
     print_config_tree(cfg)
@@ -92,7 +109,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if warm_start_summary:
         logger.log_text("init_from", warm_start_summary)
     evaluator = None
-    if config.eval.enabled:
+    if config.eval.enabled and world.is_main:  # the others wait at their next collective
         evaluator = Evaluator(config.eval, data, device, Path(config.paths.cache_dir))
     trainer = Trainer(
         config.trainer,
@@ -104,9 +121,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
         eval_every_n_epochs=config.eval.every_n_epochs,
         config_yaml=config_yaml,
         wall_clock=wall_clock,
+        world=world,
     )
     try:
         metrics = trainer.fit(model, data, config.optimizer, resume_from=resume_from)
+        metrics = world.broadcast(metrics)  # rank 0's, with its evaluation
         # Everything the run spent: data, training, evaluation, earlier processes if resumed.
         metrics["time/wall_seconds"] = wall_clock.seconds
         changed = changed_knobs(config.model)
@@ -121,6 +140,7 @@ def starting_point(config: RunConfig, output_dir: Path) -> tuple[Path | None, st
     """(checkpoint to resume, run to warm-start from), checked before any data loads: a
     new run never overwrites another's checkpoint, and resume and init_from exclude."""
     resume_from = find_resume_checkpoint(config.trainer.resume, output_dir)
+    resume_from = resume_from or requeued_checkpoint(output_dir)  # SLURM requeue
     own_checkpoint = last_checkpoint(output_dir)
     if resume_from is None and own_checkpoint.is_file():
         raise ConfigError(
@@ -212,6 +232,7 @@ def main() -> None:
         print_error(exc)
         sys.exit(2)
     remember_fixed_keys(sys.argv[1:])  # for sweep job names: what varies between jobs
+    sys.argv.extend(hydra_overrides_for_rank())  # under torchrun, rank 0 alone writes
     hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")(hydra_task)()
 
 

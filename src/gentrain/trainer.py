@@ -32,6 +32,8 @@ from gentrain.checkpoint import (
 from gentrain.config import TrainerConfig
 from gentrain.console import TrainingProgress
 from gentrain.data import DeviceTensorLoader, ImageData
+from gentrain.data_parallel import World
+from gentrain.devices import check_on_device
 from gentrain.dist import rank_zero_only
 from gentrain.errors import GentrainError, TrainingDivergedError
 from gentrain.history import append_record, read_history
@@ -39,6 +41,7 @@ from gentrain.loggers import Logger, NullLogger
 from gentrain.models import GenerativeModel
 from gentrain.optim import OptimizerConfig, OptimizerFactory
 from gentrain.paths import last_checkpoint
+from gentrain.precision import Throughput
 from gentrain.runaway import RunawayDetector
 
 log = logging.getLogger("gentrain")
@@ -116,6 +119,7 @@ class TrainingPlan:
     lr_varies: bool  # a schedule or warm-up: log lr/<network> curves
     out_of_time: bool = False  # trainer.max_seconds spent
     runaway: RunawayDetector | None = None  # checks the loss terms at log steps only
+    speed: Throughput | None = None  # precision, channels_last, compile
 
 
 class LogWindow:
@@ -167,9 +171,11 @@ class Trainer:
         eval_every_n_epochs: int = 1,
         config_yaml: str = "",
         wall_clock: Stopwatch | None = None,
+        world: World | None = None,
     ) -> None:
         self.cfg = cfg
         self.device = device
+        self.world = world or World(device=device)  # the data-parallel ranks, or just this one
         self.output_dir = output_dir
         self.checkpoint_path = last_checkpoint(output_dir)
         self.history_path = output_dir / "history.jsonl"  # one line per validation
@@ -201,7 +207,7 @@ class Trainer:
         """Train until ``max_epochs``, ``max_steps`` or ``max_seconds``; return the final
         metrics."""
         plan = self._prepare(model, data, optimizer_cfg, resume_from)
-        stop = StopRequested()
+        stop = self.world.shared_stop(StopRequested())  # on all ranks after the same step
         metrics: dict[str, float] = {}
         with stop.installed(), TrainingProgress(plan.total_steps, self.cfg.progress) as progress:
             window = LogWindow(self.cfg.batch_size)
@@ -224,7 +230,16 @@ class Trainer:
     ) -> TrainingPlan:
         """Loader, validation images, optimisers, the grids' fixed inputs; resume if asked."""
         cfg = self.cfg
-        loader = DeviceTensorLoader(data.train, cfg.batch_size, self.device, seed=self.seed)
+        world = self.world
+        world.local_batch_size(cfg.batch_size)  # checks it splits evenly over the ranks
+        loader = DeviceTensorLoader(
+            data.train,
+            cfg.batch_size,
+            self.device,
+            self.seed,
+            rank=world.rank,
+            world_size=world.size,
+        )
         val_count = len(data.val)
         if cfg.limit_val_batches is not None:
             val_count = min(val_count, cfg.limit_val_batches * cfg.val_batch_size)
@@ -239,9 +254,12 @@ class Trainer:
         )
 
         model.to(self.device)
+        world.prepare(model)
         factory = OptimizerFactory(optimizer_cfg, total_steps, cfg.gradient_clip_norm)
         model.configure_optimizers(factory)
         factory.check_networks()
+        plan.speed = Throughput(cfg, self.device)
+        plan.speed.prepare(model)
 
         # Fixed inputs for the image grids: the same noise and validation images all run long.
         noise_generator = torch.Generator().manual_seed(self.seed)
@@ -284,16 +302,20 @@ class Trainer:
         stop: StopRequested,
     ) -> bool:
         """Train the rest of this epoch; False if a budget or a signal cut it short."""
-        cfg = self.cfg
+        cfg, world, speed = self.cfg, self.world, plan.speed
         model.train()
         for x in plan.loader.epoch(self.epoch, start_batch=self.batch_in_epoch):
-            terms = model.training_step(x)
+            with world.global_batch_randomness(len(x)), speed.autocast():
+                terms = model.training_step(speed.batch(x))
             self.step += 1
+            world.step = self.step
             self.batch_in_epoch += 1
+            check_on_device(terms, self.device, f"{type(model).__name__}.training_step")
             self._check_finite(terms)
             window.add(terms)
             if cfg.max_seconds is not None:
                 plan.out_of_time = self.clock.seconds >= cfg.max_seconds
+            plan.out_of_time = world.agree_to_stop(stop, plan.out_of_time, cfg.log_every_n_steps)
             done = self.step >= plan.total_steps or plan.out_of_time
             if self.step % cfg.log_every_n_steps == 0 or done:
                 self._close_log_window(model, plan, window, progress)
@@ -316,6 +338,7 @@ class Trainer:
         progress: TrainingProgress,
     ) -> None:
         """Log the window's mean loss terms, images/s and learning rates; start a new one."""
+        window.sums = self.world.mean_terms(window.sums)  # the global batch's
         shown = window.close()
         plan.runaway.check(self.step, shown, self.checkpoint_path)
         scalars = {f"train/{k}": v for k, v in shown.items()}
@@ -521,5 +544,6 @@ class Trainer:
         self.clock = Stopwatch(float(state.get("train_seconds", 0.0)))
         self.wall_clock.credit(float(state.get("wall_seconds", 0.0)))
         set_rng_state(state["rng"])
+        self.world.restore_rng(state["rng"])
         self._restore_history(path)
         log.info("resumed from %s at step %d (epoch %d)", path, self.step, self.epoch + 1)

@@ -27,7 +27,9 @@ class DeviceTensorLoader:
     """Shuffled float batches in [0, 1] from uint8 images kept on ``device``.
 
     The permutation of epoch ``e`` depends only on ``(seed, e)``, so a run resumed in
-    the middle of an epoch sees exactly the batches an uninterrupted run would.
+    the middle of an epoch sees exactly the batches an uninterrupted run would. With
+    ``world_size`` ranks, ``batch_size`` is the global batch and rank ``rank`` gets its
+    own ``batch_size // world_size`` rows of each (see ``gentrain.data_parallel``).
     """
 
     def __init__(
@@ -36,6 +38,8 @@ class DeviceTensorLoader:
         batch_size: int,
         device: torch.device,
         seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
         if images.dtype != torch.uint8 or images.dim() != 4:
             raise ValueError("images must be a uint8 tensor of shape (N, C, H, W)")
@@ -44,6 +48,9 @@ class DeviceTensorLoader:
         self.batch_size = batch_size
         self.device = torch.device(device)
         self.seed = seed
+        self.rows = slice(
+            rank * batch_size // world_size, (rank + 1) * batch_size // world_size
+        )  # this rank's rows of every batch
 
     def __len__(self) -> int:
         """Full batches per epoch (the last, partial one is dropped)."""
@@ -55,5 +62,5 @@ class DeviceTensorLoader:
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
         order = torch.randperm(n, generator=generator).to(self.device)
         for b in range(start_batch, len(self)):
-            index = order[b * self.batch_size : (b + 1) * self.batch_size]
+            index = order[b * self.batch_size : (b + 1) * self.batch_size][self.rows]
             yield self.images.index_select(0, index).float().div_(255.0)

@@ -8,6 +8,7 @@ inside a model beyond this class.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import warnings
 from typing import Any, ClassVar
@@ -30,6 +31,8 @@ class GenerativeModel(nn.Module):
     #: the model's optimiser recipe, for every network, where ``optimizer.*`` is null
     #: (``optimizer.lr=...`` and ``optimizer.per_network`` override it); logged at start
     optimizer_defaults: ClassVar[dict[str, Any]] = {"lr": 1e-3}
+    #: set by ``gentrain.data_parallel.World.prepare`` when several ranks train this model
+    data_parallel: Any = None
 
     def __init__(self, image_shape: tuple[int, int, int], latent_dim: int) -> None:
         super().__init__()
@@ -39,6 +42,8 @@ class GenerativeModel(nn.Module):
         self.schedulers: dict[str, torch.optim.lr_scheduler.LRScheduler] = {}
         self.grad_clip_norm: float | None = None
         self._networks: dict[str, nn.Module] = {}
+        # trainer.precision=16-mixed: one loss scaler per optimiser (gentrain.precision)
+        self.grad_scalers: dict[str, torch.amp.GradScaler] = {}
 
     @classmethod
     def from_config(cls, cfg: Any, image_shape: tuple[int, int, int]) -> GenerativeModel:
@@ -102,6 +107,11 @@ class GenerativeModel(nn.Module):
             grids["reconstructions"] = (pairs, 2 * max(1, nrow // 2))
         return grids
 
+    def mean_over_ranks(self, value: torch.Tensor) -> torch.Tensor:
+        """``value`` averaged over data-parallel ranks (itself in one process): for
+        decisions every rank must take alike, from the global batch."""
+        return value if self.data_parallel is None else self.data_parallel.mean(value)
+
     def sample_noise(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         return torch.randn(n, self.latent_dim, generator=generator)
 
@@ -136,43 +146,75 @@ class GenerativeModel(nn.Module):
         """
         names = [n for n in losses if n not in skip]
         grads: dict[str, list[torch.Tensor]] = {}
-        for i, name in enumerate(names):
-            params = [p for p in self._networks[name].parameters() if p.requires_grad]
-            found = torch.autograd.grad(
-                losses[name], params, retain_graph=i < len(names) - 1, allow_unused=True
-            )
-            grads[name] = [torch.zeros_like(p) if g is None else g for p, g in zip(params, found)]
-        norms = {}
-        for name in names:
-            params = [p for p in self._networks[name].parameters() if p.requires_grad]
-            for p, g in zip(params, grads[name]):
-                p.grad = g
-            norms[name] = torch.linalg.vector_norm(
-                torch.stack([torch.linalg.vector_norm(g) for g in grads[name]])
-            )
-            if self.grad_clip_norm:
-                nn.utils.clip_grad_norm_(params, self.grad_clip_norm)
-            self.optimizers[name].step()
+        # Gradients and steps in full precision: autocast (trainer.precision) is for the
+        # forward pass only.
+        device_type = next(iter(losses.values())).device.type
+        with (
+            torch.autocast(device_type, enabled=False)
+            if device_type in ("cpu", "cuda")
+            else (contextlib.nullcontext())
+        ):
+            for i, name in enumerate(names):
+                params = [p for p in self._networks[name].parameters() if p.requires_grad]
+                loss = losses[name]
+                if name in self.grad_scalers:
+                    loss = self.grad_scalers[name].scale(loss)
+                found = torch.autograd.grad(
+                    loss, params, retain_graph=i < len(names) - 1, allow_unused=True
+                )
+                grads[name] = [
+                    torch.zeros_like(p) if g is None else g for p, g in zip(params, found)
+                ]
+                if self.data_parallel is not None:  # DDP's hooks never see autograd.grad
+                    grads[name] = self.data_parallel.average_gradients(grads[name])
+            norms = {}
+            for name in names:
+                params = [p for p in self._networks[name].parameters() if p.requires_grad]
+                for p, g in zip(params, grads[name]):
+                    p.grad = g
+                scaler = self.grad_scalers.get(name)
+                if scaler is not None:
+                    scaler.unscale_(self.optimizers[name])
+                norms[name] = torch.linalg.vector_norm(
+                    torch.stack([torch.linalg.vector_norm(p.grad) for p in params])
+                )
+                if self.grad_clip_norm:
+                    nn.utils.clip_grad_norm_(params, self.grad_clip_norm)
+                if scaler is not None:  # skips the step if the scaled gradient overflowed
+                    scaler.step(self.optimizers[name])
+                    scaler.update()
+                    # an overflow is the scaler's to handle (it lowers the scale), not a
+                    # divergence: log 0 for the skipped step
+                    norms[name] = torch.nan_to_num(norms[name], nan=0.0, posinf=0.0)
+                else:
+                    self.optimizers[name].step()
         for name in losses:
-            if name in names:
+            if name in names and name not in self.grad_scalers:
                 self.schedulers[name].step()
             else:  # keep a skipped network's schedule on time, without torch's order warning
+                # (a loss scaler skips the steps whose scaled gradients overflowed)
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", UserWarning)
                     self.schedulers[name].step()
         return norms
 
     def optimizer_state_dict(self) -> dict[str, Any]:
-        return {
+        state = {
             "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
             "schedulers": {k: s.state_dict() for k, s in self.schedulers.items()},
         }
+        if self.grad_scalers:
+            state["grad_scalers"] = {k: s.state_dict() for k, s in self.grad_scalers.items()}
+        return state
 
     def load_optimizer_state_dict(self, state: dict[str, Any]) -> None:
         for name, optimizer in self.optimizers.items():
             optimizer.load_state_dict(state["optimizers"][name])
         for name, scheduler in self.schedulers.items():
             scheduler.load_state_dict(state["schedulers"][name])
+        for name, scaler in self.grad_scalers.items():
+            if name in state.get("grad_scalers", {}):  # else: a run resumed with 16-mixed
+                scaler.load_state_dict(state["grad_scalers"][name])
 
 
 def build_model(cfg: Any, image_shape: tuple[int, int, int]) -> GenerativeModel:

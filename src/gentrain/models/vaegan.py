@@ -192,7 +192,8 @@ class VAEGAN(GenerativeModel):
             return True, True
         low = self.cfg.equilibrium - self.cfg.margin
         high = self.cfg.equilibrium + self.cfg.margin
-        bce = (float(terms["bce_real"].detach()), float(terms["bce_prior"].detach()))
+        pair = torch.stack([terms["bce_real"].detach(), terms["bce_prior"].detach()])
+        bce = self.mean_over_ranks(pair).tolist()  # all ranks decide on the global batch
         train_d = not (bce[0] < low or bce[1] < low)
         train_dec = not (bce[0] > high or bce[1] > high)
         if not (train_d or train_dec):

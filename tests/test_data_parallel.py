@@ -1,0 +1,283 @@
+"""Data-parallel training: 2 gloo ranks on CPU against one process with the same global
+batch, resume, stops and a dead rank (gentrain.data_parallel).
+
+Each test starts its ranks with ``multiprocessing`` (spawn), the way torchrun would start
+them, and every rank calls ``gentrain.train.train``: the code path of the CLI.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import queue
+import signal
+import socket
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from gentrain.data import DeviceTensorLoader
+from gentrain.data_parallel import TIMEOUT_ENV, World
+from gentrain.errors import ConfigError
+from gentrain.train import train
+
+TINY = [
+    "model.width=8",
+    "dataset.limit=128",
+    "eval.enabled=false",
+    "logger=none",
+    "trainer.batch_size=32",
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _sigterm_on_rank_1_at_step_3(rank):
+    from gentrain.models.vae import VAE
+
+    original = VAE.training_step
+
+    def training_step(self, x):
+        logs = original(self, x)
+        if rank == 1 and int(self.steps_done) == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return logs
+
+    VAE.training_step = training_step
+
+
+def _rank_1_dies_at_step_2(rank):
+    from gentrain.models.vae import VAE
+
+    original = VAE.training_step
+
+    def training_step(self, x):
+        if rank == 1 and int(self.steps_done) == 2:
+            os._exit(3)  # a crash: no exception, no goodbye to the other rank
+        return original(self, x)
+
+    VAE.training_step = training_step
+
+
+def _rank(rank, size, port, jobs, patch, results):
+    """One rank: join the group, then train each config of ``jobs`` in turn."""
+    import torch.distributed as dist
+
+    from gentrain.errors import GentrainError
+    from gentrain.train import TrainingInterrupted
+    from gentrain.train import train as train_rank
+
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        WORLD_SIZE=str(size),
+        LOCAL_RANK=str(rank),
+    )
+    os.environ[TIMEOUT_ENV] = "60"
+    torch.set_num_threads(1)
+    if patch is not None:
+        patch(rank)
+    dist.init_process_group("gloo")  # kept over the jobs (train() leaves a caller's group)
+    for cfg in jobs:
+        try:
+            metrics = train_rank(cfg)
+            results.put((rank, "ok", metrics["step"]))
+        except TrainingInterrupted as exc:
+            results.put((rank, "interrupted", exc.exit_code))
+        except GentrainError as exc:
+            results.put((rank, type(exc).__name__, str(exc)))
+            return
+
+
+def _run_ranks(jobs, patch=None, size=2, timeout=240):
+    """Start ``size`` ranks on ``jobs``; return what each reported, by rank."""
+    context = multiprocessing.get_context("spawn")
+    results = context.Queue()
+    port = _free_port()
+    procs = [
+        context.Process(target=_rank, args=(r, size, port, jobs, patch, results))
+        for r in range(size)
+    ]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout)
+    hung = [r for r, p in enumerate(procs) if p.is_alive()]
+    for p in procs:
+        if p.is_alive():
+            p.kill()
+    reports: dict[int, list] = {r: [] for r in range(size)}
+    while True:
+        try:
+            rank, *report = results.get(timeout=1)
+        except queue.Empty:
+            break
+        reports[rank].append(tuple(report))
+    assert not hung, f"ranks {hung} still running after {timeout} s: {reports}"
+    return reports, [p.exitcode for p in procs]
+
+
+def _weights(run_dir):
+    return torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["model"]
+
+
+MODELS = ["vae", "gan", "vaegan model.equilibrium_gate=true"]
+
+
+def test_two_ranks_train_the_same_model_as_one_process(make_config, tmp_path):
+    """Same global batch of 32, 3 steps: the weights, BatchNorm statistics included, agree to
+    float rounding, for each model. SGD, because Adam turns the rounding noise of gradients
+    that are zero in exact arithmetic (a bias before BatchNorm) into whole steps of lr."""
+    steps = [*TINY, "optimizer=sgd", "optimizer.lr=0.01"]
+    configs = {m: [*f"model={m}".split(), *steps, "trainer.max_steps=3"] for m in MODELS}
+    for i, common in enumerate(configs.values()):
+        train(make_config(*common, output_dir=tmp_path / f"one{i}"))
+    jobs = [
+        make_config(*c, output_dir=tmp_path / f"two{i}") for i, c in enumerate(configs.values())
+    ]
+    reports, codes = _run_ranks(jobs)
+    assert reports[0] == reports[1] == [("ok", 3.0)] * 3 and codes == [0, 0]
+
+    for i, model in enumerate(MODELS):
+        a, b = _weights(tmp_path / f"one{i}"), _weights(tmp_path / f"two{i}")
+        assert a.keys() == b.keys()  # synchronised BatchNorm keeps the checkpoint's keys
+        for key in a:
+            torch.testing.assert_close(b[key], a[key], rtol=1e-4, atol=1e-4, msg=f"{model} {key}")
+    # The weights moved well beyond the tolerance from one step to three: the check has teeth.
+    train(make_config(*configs["vae"][:-1], "trainer.max_steps=1", output_dir=tmp_path / "first"))
+    a, moved = _weights(tmp_path / "one0"), _weights(tmp_path / "first")
+    assert any((moved[k].float() - a[k].float()).abs().max() > 1e-3 for k in a)
+
+
+def test_two_rank_resume_is_bit_identical(make_config, tmp_path):
+    common = [*TINY, "trainer.checkpoint_every_n_steps=2"]
+    straight, part = tmp_path / "straight", tmp_path / "part"
+    jobs = [
+        make_config(*common, "trainer.max_steps=4", output_dir=straight),
+        make_config(*common, "trainer.max_steps=2", output_dir=part),
+        make_config(*common, "trainer.max_steps=4", "trainer.resume=auto", output_dir=part),
+    ]
+    reports, _ = _run_ranks(jobs)
+    assert reports[0] == reports[1] == [("ok", 4.0), ("ok", 2.0), ("ok", 4.0)]
+    a, b = _weights(straight), _weights(part)
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_a_signal_to_one_rank_stops_all_after_the_same_step(make_config, tmp_path):
+    out = tmp_path / "run"
+    cfg = make_config(*TINY, "trainer.max_steps=8", "trainer.log_every_n_steps=2", output_dir=out)
+    reports, _ = _run_ranks([cfg], patch=_sigterm_on_rank_1_at_step_3)
+    # Rank 1 got SIGTERM during step 3; the ranks agree at the next logging step, 4.
+    assert reports == {0: [("interrupted", 143)], 1: [("interrupted", 143)]}
+    assert torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)["step"] == 4
+
+
+def test_a_dead_rank_makes_the_others_stop_with_a_clear_error(make_config, tmp_path):
+    cfg = make_config(*TINY, "trainer.max_steps=8", output_dir=tmp_path / "run")
+    reports, codes = _run_ranks([cfg], patch=_rank_1_dies_at_step_2, timeout=120)
+    assert codes[1] == 3 and reports[1] == []
+    [(kind, message)] = reports[0]
+    assert kind == "DataParallelError"
+    assert "rank 0/2" in message and "died or hung" in message and "trainer.resume" in message
+
+
+def test_each_rank_gets_its_own_rows_of_the_global_batch():
+    images = torch.arange(40, dtype=torch.uint8).view(40, 1, 1, 1)
+    whole = list(DeviceTensorLoader(images, 8, torch.device("cpu"), seed=3).epoch(1))
+    parts = [
+        list(DeviceTensorLoader(images, 8, torch.device("cpu"), 3, rank=r, world_size=2).epoch(1))
+        for r in range(2)
+    ]
+    assert len(whole) == len(parts[0]) == 5
+    for batch, first, second in zip(whole, *parts):
+        assert torch.equal(torch.cat([first, second]), batch)
+
+
+def test_a_global_batch_that_does_not_split_evenly_is_refused():
+    with pytest.raises(ConfigError, match="trainer.batch_size=30 .* multiple of 4"):
+        World(device=torch.device("cpu"), size=4).local_batch_size(30)
+
+
+def test_torchrun_writes_one_run_directory_from_rank_0(data_dir, cache_dir, tmp_path):
+    """The CLI under torchrun: both ranks train, rank 0 alone writes the run's files."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", TIMEOUT_ENV: "120"}
+    command = [
+        *(sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2"),
+        *("-m", "gentrain", "debug=fast", "device=cpu", "model.width=8", "eval.enabled=false"),
+        *(f"paths.data_dir={data_dir}", f"paths.cache_dir={cache_dir}", "dataset.download=false"),
+    ]
+    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    runs = list((tmp_path / "outputs" / "runs").glob("*/*"))
+    assert len(runs) == 1, runs  # the ranks agreed on rank 0's directory
+    run = runs[0]
+    assert (run / "metrics.json").is_file() and (run / ".hydra" / "config.yaml").is_file()
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["step"] == 4
+    assert len(list(run.glob("events.out.tfevents.*"))) == 1  # rank 0's only
+    assert "data-parallel: 2 ranks (gloo)" in (run / "train.log").read_text()
+
+
+SLURM_TASK_1_OF_8 = {
+    "SLURM_JOB_ID": "4242",
+    "SLURM_NTASKS": "8",
+    "SLURM_PROCID": "5",
+    "SLURM_LOCALID": "1",
+    "SLURM_NODEID": "1",
+    "SLURM_JOB_NUM_NODES": "2",
+    "SLURM_JOB_NODELIST": "gpu[07-08]",
+    "SUBMITIT_EXECUTOR": "slurm",  # launcher=slurm_ddp: submitit runs each task
+}
+
+
+def test_a_slurm_task_gets_torch_distributed_env_from_slurms(monkeypatch):
+    from gentrain.data_parallel import export_slurm_env
+
+    exported = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE")
+    for key in (*exported, "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.setenv(key, "")  # recorded, so that the test's exports are undone after
+        monkeypatch.delenv(key)
+    for key, value in SLURM_TASK_1_OF_8.items():
+        monkeypatch.setenv(key, value)
+    export_slurm_env()
+    assert (os.environ["RANK"], os.environ["WORLD_SIZE"], os.environ["LOCAL_RANK"]) == (
+        "5",
+        "8",
+        "1",
+    )
+    assert os.environ["MASTER_ADDR"] == "gpu07" and int(os.environ["MASTER_PORT"]) >= 20000
+
+
+def test_a_requeued_slurm_job_resumes_from_its_own_checkpoint(tmp_path, monkeypatch):
+    from gentrain.data_parallel import requeued_checkpoint
+
+    own = tmp_path / "checkpoints" / "last.ckpt"
+    own.parent.mkdir()
+    own.write_bytes(b"")
+    monkeypatch.delenv("SLURM_RESTART_COUNT", raising=False)
+    assert requeued_checkpoint(tmp_path) is None  # a first start begins fresh
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
+    assert requeued_checkpoint(tmp_path) == own
+    assert requeued_checkpoint(tmp_path / "other") is None
+
+
+def test_the_slurm_ddp_preset_starts_one_task_per_gpu():
+    from hydra import compose, initialize_config_dir
+
+    from gentrain.train import config_dir
+
+    with initialize_config_dir(version_base="1.3", config_dir=str(config_dir())):
+        cfg = compose(
+            config_name="train", overrides=["launcher=slurm_ddp"], return_hydra_config=True
+        )
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher") and cfg.device.name == "cuda"
+    assert launcher.tasks_per_node == launcher.gpus_per_node > 1
+    assert launcher.max_num_timeout > 0
