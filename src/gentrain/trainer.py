@@ -488,7 +488,8 @@ class Trainer:
         model.eval()
         images = self.fixed_images.float().div(255.0)
         for name, (batch, nrow) in model.previews(self.fixed_noise.to(self.device), images).items():
-            self.grids[name] = make_grid(batch.cpu(), nrow=nrow, padding=2, pad_value=0.5)
+            batch = batch.cpu().nan_to_num(0.0)  # a diverged model's NaNs show as black
+            self.grids[name] = make_grid(batch, nrow=nrow, padding=2, pad_value=0.5)
             self.logger.log_image(name, self.grids[name], self.step)
         model.train(was_training)
 
