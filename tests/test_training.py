@@ -182,6 +182,27 @@ def test_nan_loss_stops_with_step_and_term_and_keeps_last_checkpoint(
     assert torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)["step"] == 2
 
 
+def test_nan_between_log_steps_is_named_at_its_step_and_never_saved(
+    make_config, tmp_path, monkeypatch
+):
+    """The finite check reads its device-side flags only at log steps and before saves,
+    yet still names the first bad step, and no checkpoint is written after it."""
+    original = VAE.losses
+
+    def losses(self, x, beta):
+        terms = original(self, x, beta)
+        if int(self.steps_done) == 1:  # only the second step is NaN
+            terms["loss"] = terms["loss"] * float("nan")
+        return terms
+
+    monkeypatch.setattr(VAE, "losses", losses)
+    out = tmp_path / "run"
+    overrides = ("trainer.log_every_n_steps=50", "trainer.checkpoint_every_n_steps=100")
+    with pytest.raises(TrainingDivergedError, match=r"'loss'.* at step 2 "):
+        train(make_config(*overrides, output_dir=out))
+    assert not (out / "checkpoints" / "last.ckpt").exists()
+
+
 def test_sigterm_finishes_the_step_saves_and_exits(make_config, tmp_path, monkeypatch):
     original = VAE.training_step
 

@@ -157,6 +157,36 @@ class LogWindow:
         return self.shown
 
 
+class FiniteCheck:
+    """NaN/Inf loss terms noticed without a host sync per step: each step's flags stay on
+    the device until ``raise_if_diverged`` reads them all at once (at the logging cadence
+    and before anything is saved), naming the first bad step."""
+
+    def __init__(self) -> None:
+        self._pending: list[tuple[int, int, list[str], torch.Tensor]] = []
+
+    def add(self, step: int, epoch: int, terms: dict[str, torch.Tensor]) -> None:
+        finite = torch.isfinite(torch.stack([v.detach().float() for v in terms.values()]))
+        self._pending.append((step, epoch, list(terms), finite))
+
+    def raise_if_diverged(self, checkpoint_path: Path) -> None:
+        pending, self._pending = self._pending, []
+        if not pending or bool(torch.stack([f.all() for *_, f in pending]).all()):
+            return
+        step, epoch, names, finite = next(p for p in pending if not bool(p[3].all()))
+        bad = [name for name, ok in zip(names, finite.tolist()) if not ok]
+        kept = (
+            f"the last good checkpoint is {checkpoint_path}"
+            if checkpoint_path.is_file()
+            else "no checkpoint had been written yet"
+        )
+        raise TrainingDivergedError(
+            f"loss term(s) {', '.join(repr(b) for b in bad)} became NaN/Inf at step {step} "
+            f"(epoch {epoch}); stopped without saving, {kept}.\n"
+            "Fix: lower optimizer.lr, set trainer.gradient_clip_norm, or check the data."
+        )
+
+
 class Trainer:
     """Runs ``model`` on ``data``: see ``fit``."""
 
@@ -194,6 +224,7 @@ class Trainer:
         self.wall_clock.start()
         self.interrupted: str | None = None  # the signal's name if a signal stopped the run
         self._saved_step = -1
+        self.finite = FiniteCheck()
         self.grids: dict[str, torch.Tensor] = {}
 
     # ---------------------------------------------------------------------------------------
@@ -311,7 +342,7 @@ class Trainer:
             world.step = self.step
             self.batch_in_epoch += 1
             check_on_device(terms, self.device, f"{type(model).__name__}.training_step")
-            self._check_finite(terms)
+            self.finite.add(self.step, self.epoch + 1, terms)
             window.add(terms)
             if cfg.max_seconds is not None:
                 plan.out_of_time = self.clock.seconds >= cfg.max_seconds
@@ -338,6 +369,7 @@ class Trainer:
         progress: TrainingProgress,
     ) -> None:
         """Log the window's mean loss terms, images/s and learning rates; start a new one."""
+        self.finite.raise_if_diverged(self.checkpoint_path)
         window.sums = self.world.mean_terms(window.sums)  # the global batch's
         shown = window.close()
         plan.runaway.check(self.step, shown, self.checkpoint_path)
@@ -353,6 +385,7 @@ class Trainer:
     ) -> dict[str, float]:
         """Validate, evaluate (every ``eval_every_n_epochs`` and after the last epoch), log
         and checkpoint; the time this takes counts neither as training nor in images/s."""
+        self.finite.raise_if_diverged(self.checkpoint_path)
         self.epoch += 1
         self.batch_in_epoch = 0
         pause = time.perf_counter()
@@ -376,6 +409,7 @@ class Trainer:
         stop: StopRequested,
     ) -> dict[str, float]:
         """Validate a run stopped mid-epoch, save what is unsaved, return the metrics."""
+        self.finite.raise_if_diverged(self.checkpoint_path)
         if self.batch_in_epoch or not metrics:  # stopped mid-epoch: still validate
             metrics = self._validate(model, plan.val_images)
             if not stop:
@@ -412,22 +446,6 @@ class Trainer:
         self._log_grids(model)
 
     # ---------------------------------------------------------------------------------------
-    def _check_finite(self, terms: dict[str, torch.Tensor]) -> None:
-        values = torch.stack([v.float() for v in terms.values()])
-        if bool(torch.isfinite(values).all()):
-            return
-        bad = [k for k, v in terms.items() if not bool(torch.isfinite(v))]
-        kept = (
-            f"the last good checkpoint is {self.checkpoint_path}"
-            if self.checkpoint_path.is_file()
-            else "no checkpoint had been written yet"
-        )
-        raise TrainingDivergedError(
-            f"loss term(s) {', '.join(repr(b) for b in bad)} became NaN/Inf at step {self.step} "
-            f"(epoch {self.epoch + 1}); stopped without saving, {kept}.\n"
-            "Fix: lower optimizer.lr, set trainer.gradient_clip_norm, or check the data."
-        )
-
     @torch.no_grad()
     def _validate(self, model: GenerativeModel, images: torch.Tensor) -> dict[str, float]:
         """Mean validation losses over ``images``, with RNG isolated from training."""
@@ -503,6 +521,7 @@ class Trainer:
 
     # ---------------------------------------------------------------------------------------
     def _save(self, model: GenerativeModel) -> None:
+        self.finite.raise_if_diverged(self.checkpoint_path)  # never save NaN weights
         self._saved_step = self.step
         save_checkpoint(
             {
