@@ -44,6 +44,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from gentrain.dist import is_main_process
 from gentrain.errors import ConfigError, GentrainError
 from gentrain.paths import last_checkpoint
 
@@ -95,7 +96,7 @@ def hydra_overrides_for_rank() -> list[str]:
     """Overrides a non-zero torchrun rank adds to its own command line: rank 0 alone
     writes the run directory's ``.hydra/`` and ``train.log`` (each rank composes the
     config itself under torchrun; its messages still reach torchrun's console)."""
-    if launched_world_size() <= 1 or int(os.environ.get("RANK", "0")) == 0:
+    if launched_world_size() <= 1 or is_main_process():
         return []
     return [
         "hydra.output_subdir=null",
