@@ -98,7 +98,7 @@ def main() -> None:
                         config_name="train", overrides=[*overrides, f"paths.output_dir={out}"]
                     )
             wall = time.perf_counter() - start
-            model_ = build_model(validate_config(cfg).model, (1, 28, 28))
+            model_ = build_model(validate_config(cfg).model, (1, 28, 28), dataset_classes=10)
             params = sum(p.numel() for p in model_.parameters() if p.requires_grad)
             speed = metrics["train/images_per_sec"]
             print(

@@ -117,13 +117,26 @@ def test_image_folder_needs_a_path():
 def test_loader_is_seeded_per_epoch_and_resumable():
     images = torch.arange(40, dtype=torch.uint8).view(40, 1, 1, 1).expand(40, 1, 2, 2).contiguous()
     loader = DeviceTensorLoader(images, batch_size=8, device=torch.device("cpu"), seed=3)
-    epoch0 = [b[:, 0, 0, 0] for b in loader.epoch(0)]
+    epoch0 = [b.images[:, 0, 0, 0] for b in loader.epoch(0)]
     assert len(epoch0) == 5 and epoch0[0].dtype == torch.float32
     assert sorted(torch.cat(epoch0).mul(255).round().long().tolist()) == list(range(40))
-    assert all(torch.equal(a, b) for a, b in zip(epoch0, [b[:, 0, 0, 0] for b in loader.epoch(0)]))
-    assert not torch.equal(torch.cat(epoch0), torch.cat([b[:, 0, 0, 0] for b in loader.epoch(1)]))
-    tail = [b[:, 0, 0, 0] for b in loader.epoch(0, start_batch=3)]
+    assert all(torch.equal(a, b) for a, b in zip(epoch0, [b.images[:, 0, 0, 0] for b in loader.epoch(0)]))
+    assert not torch.equal(torch.cat(epoch0), torch.cat([b.images[:, 0, 0, 0] for b in loader.epoch(1)]))
+    tail = [b.images[:, 0, 0, 0] for b in loader.epoch(0, start_batch=3)]
     assert all(torch.equal(a, b) for a, b in zip(epoch0[3:], tail)) and len(tail) == 2
+
+
+def test_loader_batches_carry_each_image_s_label_only_when_given():
+    images = torch.arange(40, dtype=torch.uint8).view(40, 1, 1, 1)
+    labels = (torch.arange(40) * 7) % 10  # a label that can be told from the pixel value
+    with_labels = DeviceTensorLoader(images, 8, torch.device("cpu"), seed=3, labels=labels)
+    for batch in with_labels.epoch(2):
+        pixels = batch.images[:, 0, 0, 0].mul(255).round().long()
+        assert batch.labels.dtype == torch.long and torch.equal(batch.labels, (pixels * 7) % 10)
+    without = DeviceTensorLoader(images, 8, torch.device("cpu"), seed=3)
+    assert all(b.labels is None for b in without.epoch(2))
+    with pytest.raises(ValueError, match="labels must have shape"):
+        DeviceTensorLoader(images, 8, torch.device("cpu"), labels=labels[:39])
 
 
 def test_loader_refuses_a_split_smaller_than_a_batch():

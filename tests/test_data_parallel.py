@@ -191,14 +191,17 @@ def test_a_dead_rank_makes_the_others_stop_with_a_clear_error(make_config, tmp_p
 
 def test_each_rank_gets_its_own_rows_of_the_global_batch():
     images = torch.arange(40, dtype=torch.uint8).view(40, 1, 1, 1)
-    whole = list(DeviceTensorLoader(images, 8, torch.device("cpu"), seed=3).epoch(1))
+    labels = torch.arange(40) % 10
+    cpu = torch.device("cpu")
+    whole = list(DeviceTensorLoader(images, 8, cpu, seed=3, labels=labels).epoch(1))
     parts = [
-        list(DeviceTensorLoader(images, 8, torch.device("cpu"), 3, rank=r, world_size=2).epoch(1))
+        list(DeviceTensorLoader(images, 8, cpu, 3, rank=r, world_size=2, labels=labels).epoch(1))
         for r in range(2)
     ]
     assert len(whole) == len(parts[0]) == 5
     for batch, first, second in zip(whole, *parts):
-        assert torch.equal(torch.cat([first, second]), batch)
+        assert torch.equal(torch.cat([first.images, second.images]), batch.images)
+        assert torch.equal(torch.cat([first.labels, second.labels]), batch.labels)
 
 
 def test_a_global_batch_that_does_not_split_evenly_is_refused():

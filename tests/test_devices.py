@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from gentrain.data import Batch
 from gentrain.devices import check_on_device, same_device
 from gentrain.errors import GentrainError
 from gentrain.models.gan import GAN, GANConfig
@@ -42,10 +43,10 @@ def _returned_by_steps_on_meta_default(model):
     name no device build on ``meta`` (the model and batch stay on the CPU)."""
     model.configure_optimizers(OptimizerFactory(OptimizerConfig(name="adam", lr=1e-3), 10))
     x = torch.rand(6, *SHAPE)
-    model.training_step(x)  # optimiser state is created on the first step, outside meta
+    model.training_step(Batch(x))  # optimiser state is created on the first step, outside meta
     with torch.device("meta"):
-        trained = model.training_step(x)
-        validated = model.validation_step(x)
+        trained = model.training_step(Batch(x))
+        validated = model.validation_step(Batch(x))
     return trained, validated
 
 

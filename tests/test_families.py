@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from gentrain.data import Batch
 from gentrain.errors import ConfigError
 from gentrain.models.adversarial import r1_penalty
 from gentrain.models.augment import augment, cutout, parse_policy, translation
@@ -105,7 +106,7 @@ def test_one_step_of_every_model_with_every_family(name, family):
     model = _optimised(MODELS[name](family))
     before = {k: v.clone() for k, v in model.named_parameters()}
     x = torch.rand(8, 1, 16, 16)
-    logs = model.training_step(x)
+    logs = model.training_step(Batch(x))
     for key, value in logs.items():  # scalars on the batch's device, ready to log
         assert value.dim() == 0 and value.device == x.device, key
         assert torch.isfinite(value), key
@@ -128,7 +129,7 @@ def test_r1_is_logged_and_trains_d_towards_a_flat_critic():
     model = _optimised(
         GAN(GANConfig(width=4, latent_dim=3, d_norm="none", r1_gamma=10.0), (1, 16, 16))
     )
-    assert "r1_penalty" in model.training_step(torch.rand(8, 1, 16, 16))
+    assert "r1_penalty" in model.training_step(Batch(torch.rand(8, 1, 16, 16)))
 
 
 def test_diffaugment_translation_moves_whole_pixels_and_passes_gradients():

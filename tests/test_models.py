@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from gentrain.data import Batch
 from gentrain.errors import ConfigError
 from gentrain.models.adversarial import discriminator_loss, generator_loss, gradient_penalty
 from gentrain.models.gan import GAN, GANConfig
@@ -50,7 +51,7 @@ def test_reconstruction_nll_is_summed_per_image_with_constants():
 def test_vae_kl_warmup_ramps_beta():
     model = _with_optimizers(VAE(VAEConfig(width=4, latent_dim=3, kl_warmup_steps=4), SHAPE))
     x = torch.rand(8, *SHAPE)
-    betas = [float(model.training_step(x)["beta"]) for _ in range(6)]
+    betas = [float(model.training_step(Batch(x))["beta"]) for _ in range(6)]
     assert betas == [0.0, 0.25, 0.5, 0.75, 1.0, 1.0]
 
 
@@ -147,7 +148,7 @@ def test_vaegan_updates_each_network_from_its_own_loss_only():
         expected[name] = torch.autograd.grad(loss, list(net.parameters()))
 
     torch.manual_seed(1)
-    model.training_step(x)
+    model.training_step(Batch(x))
     for name, net in nets.items():
         got = [p.grad for p in net.parameters()]
         assert _relative_error(got, expected[name]) < 1e-4, name
@@ -191,7 +192,7 @@ def test_vaegan_gate_really_skips_the_discriminator(monkeypatch):
     )
     monkeypatch.setattr(VAEGAN, "gate", lambda self, terms: (False, True))
     before = [p.clone() for p in model.discriminator.parameters()]
-    logs = model.training_step(torch.rand(6, *SHAPE))
+    logs = model.training_step(Batch(torch.rand(6, *SHAPE)))
     assert float(logs["gate_d"]) == 0.0 and float(logs["gate_dec"]) == 1.0
     assert all(torch.equal(a, b) for a, b in zip(before, model.discriminator.parameters()))
 
@@ -210,7 +211,7 @@ def test_gan_step_trains_both_networks_and_the_ema(loss):
     g0 = [p.clone() for p in model.generator.parameters()]
     d0 = [p.clone() for p in model.discriminator.parameters()]
     ema0 = [p.clone() for p in model.generator_ema.parameters()]
-    logs = model.training_step(torch.rand(6, *SHAPE))
+    logs = model.training_step(Batch(torch.rand(6, *SHAPE)))
     assert {"loss_d", "loss_g", "d_real", "d_fake", "grad_norm_d", "grad_norm_g"} <= set(logs)
     assert ("gradient_penalty" in logs) == (loss == "wgan_gp")
     assert all(torch.isfinite(v) for v in logs.values())
@@ -237,7 +238,7 @@ def test_gan_generator_step_leaves_discriminator_untouched(monkeypatch):
         return original(self, losses, skip)
 
     monkeypatch.setattr(GAN, "update", spy)
-    model.training_step(torch.rand(6, *SHAPE))
+    model.training_step(Batch(torch.rand(6, *SHAPE)))
     assert calls == [["discriminator"], ["generator"]]
 
 

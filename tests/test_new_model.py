@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gentrain.config import validate_config
+from gentrain.data import Batch
 from gentrain.errors import ConfigError, require_at_least
 from gentrain.models import GenerativeModel
 from gentrain.registry import MODELS
@@ -51,14 +52,14 @@ class TinyDecoder(GenerativeModel):
         fake = self.generate(torch.randn(len(x), self.latent_dim, device=x.device))
         return F.mse_loss(fake.mean(0), x.mean(0))
 
-    def training_step(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        loss = self.loss(x)
+    def training_step(self, batch: Batch) -> dict[str, torch.Tensor]:
+        loss = self.loss(batch.images)
         self.update({"decoder": loss})
         return {"loss": loss.detach()}
 
     @torch.no_grad()
-    def validation_step(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {"loss": self.loss(x)}
+    def validation_step(self, batch: Batch) -> dict[str, torch.Tensor]:
+        return {"loss": self.loss(batch.images)}
 
     @torch.no_grad()
     def sample(self, noise: torch.Tensor) -> torch.Tensor:

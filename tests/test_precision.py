@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from gentrain.config import validate_config
+from gentrain.data import Batch
 from gentrain.errors import ConfigError
 from gentrain.models.vaegan import VAEGAN, VAEGANConfig
 from gentrain.optim import OptimizerConfig, OptimizerFactory
@@ -35,7 +36,7 @@ def _one_step(model, switches, x):
     draw = torch.randn_like  # the same noise in every precision, rounded to it
     with speed.autocast(), pytest.MonkeyPatch.context() as patch:
         patch.setattr(torch, "randn_like", lambda t: draw(t, dtype=torch.float32).to(t.dtype))
-        model.training_step(speed.batch(x))
+        model.training_step(speed.batch(Batch(x)))
     return model, [p.detach() - b for p, b in zip(model.parameters(), before)]
 
 

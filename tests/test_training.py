@@ -166,8 +166,8 @@ def test_nan_loss_stops_with_step_and_term_and_keeps_last_checkpoint(
 ):
     original = VAE.losses
 
-    def losses(self, x, beta):
-        terms = original(self, x, beta)
+    def losses(self, x, beta, labels=None):
+        terms = original(self, x, beta, labels)
         if int(self.steps_done) >= 2:  # the third step diverges
             terms["kl"] = terms["kl"] * float("nan")
             terms["loss"] = terms["nll"] + terms["kl"]
@@ -189,8 +189,8 @@ def test_nan_between_log_steps_is_named_at_its_step_and_never_saved(
     yet still names the first bad step, and no checkpoint is written after it."""
     original = VAE.losses
 
-    def losses(self, x, beta):
-        terms = original(self, x, beta)
+    def losses(self, x, beta, labels=None):
+        terms = original(self, x, beta, labels)
         if int(self.steps_done) == 1:  # only the second step is NaN
             terms["loss"] = terms["loss"] * float("nan")
         return terms
@@ -284,8 +284,8 @@ def test_exploding_discriminator_is_a_clear_error(make_config, tmp_path, monkeyp
 
     original = GAN.discriminator_losses
 
-    def exploding(self, real, fake):
-        loss, logs = original(self, real, fake)
+    def exploding(self, real, fake, *labels):
+        loss, logs = original(self, real, fake, *labels)
         return loss * float("inf"), logs
 
     monkeypatch.setattr(GAN, "discriminator_losses", exploding)

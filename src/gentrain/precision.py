@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from gentrain.data.batch import Batch
 from gentrain.errors import ConfigError
 
 PRECISIONS = {"32": None, "bf16": torch.bfloat16, "16-mixed": torch.float16}
@@ -58,8 +59,10 @@ class Throughput:
                 name: torch.amp.GradScaler(self.device.type) for name in model.optimizers
             }
 
-    def batch(self, x: torch.Tensor) -> torch.Tensor:
-        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+    def batch(self, batch: Batch) -> Batch:
+        if not self.channels_last:
+            return batch
+        return batch.with_images(batch.images.contiguous(memory_format=torch.channels_last))
 
     def autocast(self):
         if self.dtype is None:

@@ -66,7 +66,7 @@ def load_trained_run(
     run = validate_config(cfg)
     resolved = resolve_device(DeviceConfig(name=device))
     data = build_dataset(run.dataset)
-    model = build_model(run.model, data.image_shape)
+    model = build_model(run.model, data.image_shape, data.num_classes, data.name)
     model.load_state_dict(state["model"])
     model.to(resolved).eval()
     return TrainedRun(

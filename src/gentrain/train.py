@@ -100,7 +100,7 @@ def _train(
 
     data = build_dataset(config.dataset)
     check_batch_fits(len(data.train), config.trainer.batch_size)  # before the run dir is written
-    model = build_model(config.model, data.image_shape)
+    model = build_model(config.model, data.image_shape, data.num_classes, data.name)
     warm_start_summary = warm_start(model, init_from) if init_from is not None else None
     output_dir.mkdir(parents=True, exist_ok=True)
     config_yaml = OmegaConf.to_yaml(cfg, resolve=True)

@@ -31,7 +31,7 @@ from gentrain.checkpoint import (
 )
 from gentrain.config import TrainerConfig
 from gentrain.console import TrainingProgress
-from gentrain.data import DeviceTensorLoader, ImageData
+from gentrain.data import Batch, DeviceTensorLoader, ImageData
 from gentrain.data_parallel import World
 from gentrain.devices import check_on_device
 from gentrain.dist import rank_zero_only
@@ -115,6 +115,7 @@ class TrainingPlan:
 
     loader: DeviceTensorLoader
     val_images: torch.Tensor  # uint8, on the device
+    val_labels: torch.Tensor | None  # on the device, for a conditional model
     total_steps: int  # max_epochs and max_steps, whichever ends first
     lr_varies: bool  # a schedule or warm-up: log lr/<network> curves
     out_of_time: bool = False  # trainer.max_seconds spent
@@ -263,6 +264,7 @@ class Trainer:
         cfg = self.cfg
         world = self.world
         world.local_batch_size(cfg.batch_size)  # checks it splits evenly over the ranks
+        labels = model.conditional  # an unconditional model's batches carry no labels
         loader = DeviceTensorLoader(
             data.train,
             cfg.batch_size,
@@ -270,6 +272,7 @@ class Trainer:
             self.seed,
             rank=world.rank,
             world_size=world.size,
+            labels=data.train_labels if labels else None,
         )
         val_count = len(data.val)
         if cfg.limit_val_batches is not None:
@@ -280,6 +283,7 @@ class Trainer:
         plan = TrainingPlan(
             loader=loader,
             val_images=data.val[:val_count].to(self.device),
+            val_labels=data.val_labels[:val_count].to(self.device) if labels else None,
             total_steps=total_steps,
             lr_varies=optimizer_cfg.scheduler != "constant" or optimizer_cfg.warmup_steps > 0,
         )
@@ -295,7 +299,11 @@ class Trainer:
         # Fixed inputs for the image grids: the same noise and validation images all run long.
         noise_generator = torch.Generator().manual_seed(self.seed)
         self.fixed_noise = model.sample_noise(cfg.num_grid_images, noise_generator)
-        self.fixed_images = data.val[: max(1, cfg.num_grid_images // 2)].to(self.device)
+        shown = max(1, cfg.num_grid_images // 2)
+        self.fixed_real = Batch(
+            data.val[:shown].to(self.device),
+            data.val_labels[:shown].to(self.device) if labels else None,
+        )
         if resume_from is not None:
             self._restore(model, resume_from)
         else:
@@ -335,9 +343,9 @@ class Trainer:
         """Train the rest of this epoch; False if a budget or a signal cut it short."""
         cfg, world, speed = self.cfg, self.world, plan.speed
         model.train()
-        for x in plan.loader.epoch(self.epoch, start_batch=self.batch_in_epoch):
-            with world.global_batch_randomness(len(x)), speed.autocast():
-                terms = model.training_step(speed.batch(x))
+        for batch in plan.loader.epoch(self.epoch, start_batch=self.batch_in_epoch):
+            with world.global_batch_randomness(len(batch)), speed.autocast():
+                terms = model.training_step(speed.batch(batch))
             self.step += 1
             world.step = self.step
             self.batch_in_epoch += 1
@@ -390,7 +398,7 @@ class Trainer:
         self.batch_in_epoch = 0
         pause = time.perf_counter()
         self.clock.pause()
-        metrics = self._validate(model, plan.val_images)
+        metrics = self._validate(model, plan)
         last_epoch = self.epoch == self.cfg.max_epochs or self.step >= plan.total_steps
         last_epoch = last_epoch or plan.out_of_time
         if self.epoch % self.eval_every_n_epochs == 0 or last_epoch:
@@ -411,7 +419,7 @@ class Trainer:
         """Validate a run stopped mid-epoch, save what is unsaved, return the metrics."""
         self.finite.raise_if_diverged(self.checkpoint_path)
         if self.batch_in_epoch or not metrics:  # stopped mid-epoch: still validate
-            metrics = self._validate(model, plan.val_images)
+            metrics = self._validate(model, plan)
             if not stop:
                 metrics.update(self._evaluate(model, final=True))
             self._log_validation(model, metrics)
@@ -447,8 +455,10 @@ class Trainer:
 
     # ---------------------------------------------------------------------------------------
     @torch.no_grad()
-    def _validate(self, model: GenerativeModel, images: torch.Tensor) -> dict[str, float]:
-        """Mean validation losses over ``images``, with RNG isolated from training."""
+    def _validate(self, model: GenerativeModel, plan: TrainingPlan) -> dict[str, float]:
+        """Mean validation losses over the validation images, with RNG isolated from
+        training."""
+        images, labels = plan.val_images, plan.val_labels
         was_training = model.training
         model.eval()
         sums: dict[str, float] = {}
@@ -457,8 +467,10 @@ class Trainer:
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(self.seed + 1)
             for start in range(0, len(images), self.cfg.val_batch_size):
-                x = images[start : start + self.cfg.val_batch_size].float().div_(255.0)
-                for name, value in model.validation_step(x).items():
+                rows = slice(start, start + self.cfg.val_batch_size)
+                x = images[rows].float().div_(255.0)
+                batch = Batch(x, None if labels is None else labels[rows])
+                for name, value in model.validation_step(batch).items():
                     sums[name] = sums.get(name, 0.0) + float(value) * len(x)
                 count += len(x)
         model.train(was_training)
@@ -504,8 +516,8 @@ class Trainer:
     def _log_grids(self, model: GenerativeModel) -> None:
         was_training = model.training
         model.eval()
-        images = self.fixed_images.float().div(255.0)
-        for name, (batch, nrow) in model.previews(self.fixed_noise.to(self.device), images).items():
+        real = self.fixed_real.with_images(self.fixed_real.images.float().div(255.0))
+        for name, (batch, nrow) in model.previews(self.fixed_noise.to(self.device), real).items():
             batch = batch.cpu().nan_to_num(0.0)  # a diverged model's NaNs show as black
             self.grids[name] = make_grid(batch, nrow=nrow, padding=2, pad_value=0.5)
             self.logger.log_image(name, self.grids[name], self.step)

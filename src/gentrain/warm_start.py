@@ -174,7 +174,9 @@ def fixing_overrides(
 
     def mismatches(**changes: Any) -> int | None:
         try:
-            trial = build_model(replace(cfg, **changes), model.image_shape)
+            trial = build_model(
+                replace(cfg, **changes), model.image_shape, model.num_classes or None
+            )
         except Exception:  # the source's value is not valid for this model
             return None
         return len(_match(trial, mapping, source_weights)[1])

@@ -77,8 +77,9 @@ def check_warm_starts(
     data = build_dataset(first.dataset)
     for run in warm:
         source_name = run.arm.init_from
-        source = build_model(configs[source_name].model, data.image_shape)
-        target = build_model(configs[run.arm.name].model, data.image_shape)
+        classes = (data.image_shape, data.num_classes, data.name)
+        source = build_model(configs[source_name].model, *classes)
+        target = build_model(configs[run.arm.name].model, *classes)
         with torch.no_grad():
             plan_warm_start(
                 target,

@@ -5,9 +5,17 @@ import importlib
 import pkgutil
 
 from gentrain.data.base import DatasetConfig, ImageData, build_dataset
+from gentrain.data.batch import Batch
 from gentrain.data.loader import DeviceTensorLoader, check_batch_fits
 
 for _module in pkgutil.iter_modules(__path__):
     importlib.import_module(f"{__name__}.{_module.name}")
 
-__all__ = ["DatasetConfig", "DeviceTensorLoader", "ImageData", "build_dataset", "check_batch_fits"]
+__all__ = [
+    "Batch",
+    "DatasetConfig",
+    "DeviceTensorLoader",
+    "ImageData",
+    "build_dataset",
+    "check_batch_fits",
+]

@@ -39,8 +39,9 @@ class DatasetConfig:
 class ImageData:
     """Train and validation images as uint8 tensors of shape (N, C, H, W), on the CPU.
 
-    Class labels (int64, shape (N,)) when the dataset has them: training ignores them; the
-    evaluation's domain classifier learns from them.
+    Class labels (int64, shape (N,)) and the classes' names when the dataset has them:
+    conditional models train on them, the evaluation's domain classifier learns from them,
+    unconditional models never see them.
     """
 
     name: str
@@ -48,6 +49,12 @@ class ImageData:
     val: torch.Tensor
     train_labels: torch.Tensor | None = None
     val_labels: torch.Tensor | None = None
+    class_names: list[str] | None = None
+
+    @property
+    def num_classes(self) -> int | None:
+        """Number of classes, or None for a dataset without labels."""
+        return None if self.class_names is None else len(self.class_names)
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -72,6 +79,7 @@ def build_dataset(cfg: DatasetConfig) -> ImageData:
         val=val.contiguous(),
         train_labels=train_labels,
         val_labels=val_labels,
+        class_names=data.class_names,
     )
 
 

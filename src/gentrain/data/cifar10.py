@@ -19,6 +19,19 @@ from gentrain.errors import DataNotFoundError
 from gentrain.registry import DATASETS
 
 FOLDER = "cifar-10-batches-py"
+#: CIFAR-10's labels 0-9 (batches.meta's ``label_names``)
+CLASSES = (
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+)
 TRAIN_BATCHES = [f"data_batch_{i}" for i in range(1, 6)]
 TEST_BATCHES = ["test_batch"]
 
@@ -66,5 +79,10 @@ def load_cifar10(cfg: DatasetConfig) -> ImageData:
     train, train_labels = read_batches(folder, TRAIN_BATCHES)
     val, val_labels = read_batches(folder, TEST_BATCHES)
     return ImageData(
-        name=cfg.name, train=train, val=val, train_labels=train_labels, val_labels=val_labels
+        name=cfg.name,
+        train=train,
+        val=val,
+        train_labels=train_labels,
+        val_labels=val_labels,
+        class_names=list(CLASSES),
     )

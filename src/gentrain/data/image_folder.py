@@ -4,6 +4,11 @@ Every PIL-readable file under ``dataset.path`` (nested folders included) is conv
 the configured channels, resized on its short side and centre-cropped to a square, then
 held as uint8. Files PIL cannot read stop the run with their names listed: silently
 skipping them would train on less data than the user thinks.
+
+Labels come from the layout, as torchvision's ``ImageFolder`` reads it: when every image
+lies under a first-level subfolder and there are at least two, each subfolder is a class
+(sorted by name; the names are the class names grids and ``gentrain-sample --label`` show).
+Images directly under ``dataset.path`` make the dataset unlabelled.
 """
 
 from __future__ import annotations
@@ -29,6 +34,17 @@ def list_images(folder: Path) -> list[Path]:
         for p in folder.rglob("*")
         if p.is_file() and not p.name.startswith(".") and p.suffix.lower() not in IGNORED_SUFFIXES
     )
+
+
+def classes_from_layout(folder: Path, files: list[Path]) -> tuple[list[str] | None, list[int]]:
+    """(class names, each file's label) when the files sit in one subfolder per class,
+    else (None, [])."""
+    first = [f.relative_to(folder).parts[0] for f in files]
+    if any(len(f.relative_to(folder).parts) < 2 for f in files) or len(set(first)) < 2:
+        return None, []
+    names = sorted(set(first))
+    index = {name: i for i, name in enumerate(names)}
+    return names, [index[name] for name in first]
 
 
 def load_image(path: Path, channels: int, size: int) -> np.ndarray:
@@ -80,7 +96,17 @@ def load_image_folder(cfg: DatasetConfig) -> ImageData:
             f"{bulleted(unreadable, 20)}\nFix: remove or convert them."
         )
     data = torch.from_numpy(np.stack(images))
+    class_names, labels = classes_from_layout(folder, files)
     # A seeded split, independent of the training seed, so validation never changes.
     order = torch.randperm(len(data), generator=torch.Generator().manual_seed(0))
     n_val = max(1, round(len(data) * cfg.val_fraction))
-    return ImageData(name=cfg.name, train=data[order[n_val:]], val=data[order[:n_val]])
+    train, val = order[n_val:], order[:n_val]
+    targets = torch.tensor(labels, dtype=torch.long) if class_names else None
+    return ImageData(
+        name=cfg.name,
+        train=data[train],
+        val=data[val],
+        train_labels=None if targets is None else targets[train],
+        val_labels=None if targets is None else targets[val],
+        class_names=class_names,
+    )

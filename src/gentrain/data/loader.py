@@ -10,6 +10,7 @@ from collections.abc import Iterator
 
 import torch
 
+from gentrain.data.batch import Batch
 from gentrain.errors import ConfigError
 
 
@@ -24,7 +25,8 @@ def check_batch_fits(images: int, batch_size: int) -> None:
 
 
 class DeviceTensorLoader:
-    """Shuffled float batches in [0, 1] from uint8 images kept on ``device``.
+    """Shuffled batches of float images in [0, 1] from uint8 images kept on ``device``,
+    with their ``labels`` when given (conditional models).
 
     The permutation of epoch ``e`` depends only on ``(seed, e)``, so a run resumed in
     the middle of an epoch sees exactly the batches an uninterrupted run would. With
@@ -40,11 +42,15 @@ class DeviceTensorLoader:
         seed: int = 0,
         rank: int = 0,
         world_size: int = 1,
+        labels: torch.Tensor | None = None,
     ) -> None:
         if images.dtype != torch.uint8 or images.dim() != 4:
             raise ValueError("images must be a uint8 tensor of shape (N, C, H, W)")
+        if labels is not None and labels.shape != (len(images),):
+            raise ValueError(f"labels must have shape ({len(images)},), got {tuple(labels.shape)}")
         check_batch_fits(len(images), batch_size)
         self.images = images.to(device)
+        self.labels = None if labels is None else labels.to(device=device, dtype=torch.long)
         self.batch_size = batch_size
         self.device = torch.device(device)
         self.seed = seed
@@ -56,11 +62,13 @@ class DeviceTensorLoader:
         """Full batches per epoch (the last, partial one is dropped)."""
         return len(self.images) // self.batch_size
 
-    def epoch(self, epoch: int, start_batch: int = 0) -> Iterator[torch.Tensor]:
+    def epoch(self, epoch: int, start_batch: int = 0) -> Iterator[Batch]:
         """Yield the batches of ``epoch``, skipping the first ``start_batch`` of them."""
         n = len(self.images)
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
         order = torch.randperm(n, generator=generator).to(self.device)
         for b in range(start_batch, len(self)):
             index = order[b * self.batch_size : (b + 1) * self.batch_size][self.rows]
-            yield self.images.index_select(0, index).float().div_(255.0)
+            images = self.images.index_select(0, index).float().div_(255.0)
+            labels = None if self.labels is None else self.labels.index_select(0, index)
+            yield Batch(images, labels)

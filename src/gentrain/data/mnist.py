@@ -20,6 +20,19 @@ from gentrain.errors import DataNotFoundError
 from gentrain.registry import DATASETS
 
 _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+#: Zalando's names for Fashion-MNIST's labels 0-9 (as torchvision's ``FashionMNIST.classes``)
+FASHION_CLASSES = [
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+]
 SPLIT_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "val": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
@@ -48,7 +61,9 @@ def _find(raw_dir: Path, stem: str) -> Path | None:
     return None
 
 
-def load_idx_dataset(cfg: DatasetConfig, folder: str, tv_class: type) -> ImageData:
+def load_idx_dataset(
+    cfg: DatasetConfig, folder: str, tv_class: type, class_names: list[str]
+) -> ImageData:
     """Load both splits of an MNIST-layout dataset under ``<root>/<folder>/raw``."""
     root = Path(cfg.root).expanduser()
     raw_dir = root / folder / "raw"
@@ -76,6 +91,7 @@ def load_idx_dataset(cfg: DatasetConfig, folder: str, tv_class: type) -> ImageDa
         val=splits["val"],
         train_labels=labels["train"],
         val_labels=labels["val"],
+        class_names=class_names,
     )
 
 
@@ -95,9 +111,9 @@ def _download(tv_class: type, root: Path) -> None:
 
 @DATASETS.register("mnist")
 def load_mnist(cfg: DatasetConfig) -> ImageData:
-    return load_idx_dataset(cfg, "MNIST", datasets.MNIST)
+    return load_idx_dataset(cfg, "MNIST", datasets.MNIST, [str(d) for d in range(10)])
 
 
 @DATASETS.register("fashion_mnist")
 def load_fashion_mnist(cfg: DatasetConfig) -> ImageData:
-    return load_idx_dataset(cfg, "FashionMNIST", datasets.FashionMNIST)
+    return load_idx_dataset(cfg, "FashionMNIST", datasets.FashionMNIST, FASHION_CLASSES)

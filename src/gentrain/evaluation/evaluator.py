@@ -7,6 +7,11 @@ extracted once per image set and fed to the metrics through an identity module, 
 image passes through the feature network once. Every number is reported with the counts
 it was computed from, and the real-data floor (the same metric between the real train
 and test splits) is reported beside it.
+
+A conditional model is sampled class-balanced (labels 0..K-1 in turn), and scored also by
+its *conditional accuracy* (the share of samples the domain classifier assigns to the
+class they were drawn for) and its *intra-class FID* (the mean over classes of the FID
+between a class's samples and that class's test images; Miyato & Koyama 2018).
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.inception import InceptionScore
 from torchmetrics.image.kid import KernelInceptionDistance
 
-from gentrain.data import ImageData
+from gentrain.data import Batch, ImageData
 from gentrain.errors import ConfigError, require_at_least
 from gentrain.evaluation.classifier import Features, Logits, load_or_train_classifier
 from gentrain.evaluation.precision_recall import precision_recall
@@ -175,9 +180,6 @@ class Evaluator:
     def distances(self, real: torch.Tensor, fake: torch.Tensor) -> dict[str, float]:
         """FID and KID (torchmetrics) between two feature sets."""
         dim = real.shape[1]
-        fid = FrechetInceptionDistance(feature=Precomputed(dim)).double()
-        fid.update(real, real=True)
-        fid.update(fake, real=False)
         subset = min(self.cfg.kid_subset_size, len(real), len(fake))
         with warnings.catch_warnings():  # "saves all features": we pass them precomputed
             warnings.simplefilter("ignore", UserWarning)
@@ -187,7 +189,7 @@ class Evaluator:
         kid.update(real, real=True)
         kid.update(fake, real=False)
         kid_mean, kid_std = kid.compute()
-        return {"fid": float(fid.compute()), "kid": float(kid_mean), "kid_std": float(kid_std)}
+        return {"fid": self._fid(real, fake), "kid": float(kid_mean), "kid_std": float(kid_std)}
 
     def inception_score(self, logits: torch.Tensor) -> tuple[float, float]:
         with warnings.catch_warnings():
@@ -198,15 +200,21 @@ class Evaluator:
         return float(mean), float(std)
 
     @torch.no_grad()
-    def generate(self, model: nn.Module) -> torch.Tensor:
-        """``num_samples`` images from the same seeded noise at every evaluation."""
+    def generate(self, model: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``num_samples`` images from the same seeded noise at every evaluation, and the
+        class each was drawn for (class-balanced; None for an unconditional model)."""
         generator = torch.Generator().manual_seed(self.cfg.seed)
+        labels = model.balanced_labels(self.cfg.num_samples) if model.conditional else None
         images = []
         for start in range(0, self.cfg.num_samples, self.cfg.batch_size):
             n = min(self.cfg.batch_size, self.cfg.num_samples - start)
             noise = model.sample_noise(n, generator).to(self.device)
-            images.append(model.sample(noise).clamp(0, 1).cpu())
-        return torch.cat(images)
+            if labels is None:
+                images.append(model.sample(noise).clamp(0, 1).cpu())
+            else:
+                drawn_for = labels[start : start + n].to(self.device)
+                images.append(model.sample(noise, drawn_for).clamp(0, 1).cpu())
+        return torch.cat(images), labels
 
     def floor(self) -> dict[str, float]:
         """FID/KID between real train and real test images: the best a model can hope for."""
@@ -227,7 +235,7 @@ class Evaluator:
         devices = [self.device] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(self.cfg.seed)
-            metrics = self.score_images(self.generate(model))
+            metrics = self.score_images(*self.generate(model))
             metrics.update(self._likelihood_metrics(model, with_nll=final))
         model.train(was_training)
         metrics.update({k: v for k, v in self.info.items() if k.startswith("eval/")})
@@ -235,13 +243,17 @@ class Evaluator:
         return metrics
 
     @torch.no_grad()
-    def score_images(self, images: torch.Tensor) -> dict[str, float]:
+    def score_images(
+        self, images: torch.Tensor, labels: torch.Tensor | None = None
+    ) -> dict[str, float]:
         """FID, KID, IS, precision and recall of any image set against the test images,
         with the floor beside them: a model's samples, or a reference such as blurred
-        real digits (scripts/benchmark_quality.py)."""
+        real digits (scripts/benchmark_quality.py). With ``labels`` (the class each image
+        should show), conditional accuracy and intra-class FID too."""
         real = self._real_sets()["test"]
         fake_feats, fake_logits = self.embed(images)
-        metrics = {f"val/{k}": v for k, v in self.distances(real, fake_feats).items()}
+        metrics = {} if labels is None else self.class_metrics(fake_feats, fake_logits, labels)
+        metrics.update({f"val/{k}": v for k, v in self.distances(real, fake_feats).items()})
         metrics["val/is"], metrics["val/is_std"] = self.inception_score(fake_logits)
         precision, recall = precision_recall(real, fake_feats, self.cfg.pr_k)
         metrics["val/precision"], metrics["val/recall"] = precision, recall
@@ -250,27 +262,65 @@ class Evaluator:
         metrics["eval/num_real"] = float(len(real))
         return metrics
 
+    def class_metrics(
+        self, feats: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor
+    ) -> dict[str, float]:
+        """Conditional accuracy and intra-class FID of images drawn for classes ``labels``."""
+        if self.data.val_labels is None:
+            raise ConfigError(f"dataset {self.data.name!r} has no labels to score classes by")
+        labels = labels.cpu()
+        accuracy = (logits.argmax(1) == labels).double().mean()
+        real = self._real_sets()["test"]
+        real_labels = self.data.val_labels[: len(real)]
+        per_class = []
+        for c in range(int(self.data.val_labels.max()) + 1):
+            fake_c, real_c = feats[labels == c], real[real_labels == c]
+            if len(fake_c) > 1 and len(real_c) > 1:  # FID needs two images a side
+                per_class.append(self._fid(real_c, fake_c))
+        return {
+            "val/cond_accuracy": float(accuracy),
+            "val/intra_fid": sum(per_class) / len(per_class) if per_class else math.nan,
+            "eval/intra_fid_classes": float(len(per_class)),
+        }
+
+    @staticmethod
+    def _fid(real: torch.Tensor, fake: torch.Tensor) -> float:
+        fid = FrechetInceptionDistance(feature=Precomputed(real.shape[1])).double()
+        fid.update(real, real=True)
+        fid.update(fake, real=False)
+        return float(fid.compute())
+
     def _likelihood_metrics(self, model: nn.Module, with_nll: bool) -> dict[str, float]:
         out: dict[str, float] = {}
         n = min(self.cfg.nll_images, len(self.data.val))
         images = self.data.val[:n]
+        conditional = getattr(model, "conditional", False)
+        all_labels = self.data.val_labels[:n] if conditional else None
+
+        def labels_of(rows: slice) -> torch.Tensor | None:
+            return None if all_labels is None else all_labels[rows].to(self.device)
+
         if getattr(model, "has_encoder", False):
             squared = 0.0
             for start in range(0, n, self.cfg.batch_size):
-                x = images[start : start + self.cfg.batch_size].to(self.device).float() / 255
-                squared += float((model.reconstruct(x) - x).pow(2).flatten(1).sum(1).sum())
+                rows = slice(start, start + self.cfg.batch_size)
+                x = images[rows].to(self.device).float() / 255
+                recon = model.reconstruct(x, labels_of(rows))
+                squared += float((recon - x).pow(2).flatten(1).sum(1).sum())
             out["val/recon_mse"] = squared / n
         estimate = getattr(model, "importance_weighted_nll", None)
         if estimate is not None and self.cfg.nll_samples > 0 and with_nll:
             total, elbo = 0.0, 0.0
             for start in range(0, n, 100):
-                x = images[start : start + 100].to(self.device).float() / 255
+                rows = slice(start, start + 100)
+                x = images[rows].to(self.device).float() / 255
                 # The same seed before both, so that a model which binarises its input
                 # scores the NLL and the ELBO on the same draw (else -ELBO >= NLL fails).
                 torch.manual_seed(self.cfg.seed + start)
-                total += float(estimate(x, self.cfg.nll_samples).sum())
+                total += float(estimate(x, self.cfg.nll_samples, labels_of(rows)).sum())
                 torch.manual_seed(self.cfg.seed + start)
-                elbo += float(model.validation_step(x).get("elbo", math.nan)) * len(x)
+                terms = model.validation_step(Batch(x, labels_of(rows)))
+                elbo += float(terms.get("elbo", math.nan)) * len(x)
             out["val/nll_iwae"] = total / n
             # The ELBO of the same images, beside the NLL (-ELBO >= NLL); its own key, since
             # val/elbo is the validation set's, logged every epoch.

@@ -1,8 +1,10 @@
 """The contract between a model and the trainer.
 
-A model owns its networks, losses and optimisers: ``training_step`` takes a batch,
+A model owns its networks, losses and optimisers: ``training_step`` takes a ``Batch``,
 updates whatever networks it has (one optimiser or three) and returns named loss
-terms. The trainer owns loops, devices, logging and checkpoints, and never looks
+terms. A conditional model (``num_classes > 0``) reads the batch's labels and takes
+labels wherever it makes images; an unconditional one reads ``batch.images`` only.
+The trainer owns loops, devices, logging and checkpoints, and never looks
 inside a model beyond this class.
 """
 
@@ -16,6 +18,8 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from gentrain.data.batch import Batch
+from gentrain.errors import ConfigError
 from gentrain.optim import OptimizerFactory
 from gentrain.registry import MODELS
 
@@ -34,10 +38,13 @@ class GenerativeModel(nn.Module):
     #: set by ``gentrain.data_parallel.World.prepare`` when several ranks train this model
     data_parallel: Any = None
 
-    def __init__(self, image_shape: tuple[int, int, int], latent_dim: int) -> None:
+    def __init__(
+        self, image_shape: tuple[int, int, int], latent_dim: int, num_classes: int = 0
+    ) -> None:
         super().__init__()
         self.image_shape = image_shape
         self.latent_dim = latent_dim
+        self.num_classes = num_classes  # 0: unconditional
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         self.schedulers: dict[str, torch.optim.lr_scheduler.LRScheduler] = {}
         self.grad_clip_norm: float | None = None
@@ -46,9 +53,17 @@ class GenerativeModel(nn.Module):
         self.grad_scalers: dict[str, torch.amp.GradScaler] = {}
 
     @classmethod
-    def from_config(cls, cfg: Any, image_shape: tuple[int, int, int]) -> GenerativeModel:
-        """Build from the validated ``Config`` dataclass (override for other constructors)."""
-        return cls(cfg, image_shape)
+    def from_config(
+        cls, cfg: Any, image_shape: tuple[int, int, int], num_classes: int = 0
+    ) -> GenerativeModel:
+        """Build from the validated ``Config`` dataclass (override for other constructors);
+        ``num_classes`` > 0 builds the conditional model (a model that cannot be conditional
+        need not take the argument)."""
+        return cls(cfg, image_shape, num_classes) if num_classes else cls(cfg, image_shape)
+
+    @property
+    def conditional(self) -> bool:
+        return self.num_classes > 0
 
     # --- what every model implements -------------------------------------------------
     def networks(self) -> dict[str, nn.Module]:
@@ -56,23 +71,25 @@ class GenerativeModel(nn.Module):
         keys, ``lr/<name>`` curves, the keys of ``update``'s losses)."""
         raise NotImplementedError
 
-    def training_step(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Update the networks on batch ``x``; return detached scalar loss terms."""
+    def training_step(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """Update the networks on ``batch``; return detached scalar loss terms."""
         raise NotImplementedError
 
     @torch.no_grad()
-    def validation_step(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Scalar validation losses for batch ``x`` (mean over the batch)."""
+    def validation_step(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """Scalar validation losses for ``batch`` (mean over the batch)."""
         raise NotImplementedError
 
     @torch.no_grad()
-    def sample(self, noise: torch.Tensor) -> torch.Tensor:
-        """Images decoded from latent ``noise`` of shape (N, latent_dim)."""
+    def sample(self, noise: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Images decoded from latent ``noise`` of shape (N, latent_dim); a conditional
+        model draws class ``labels[i]`` for row i (default: ``balanced_labels``)."""
         raise NotImplementedError
 
     @torch.no_grad()
-    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
-        """Reconstructions of ``x`` (only for models with an encoder)."""
+    def reconstruct(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Reconstructions of ``x`` (only for models with an encoder; a conditional one
+        needs the images' labels)."""
         raise NotImplementedError(f"{type(self).__name__} has no encoder")
 
     # --- shared helpers ---------------------------------------------------------------
@@ -94,18 +111,57 @@ class GenerativeModel(nn.Module):
         return {name: s.base_lrs[0] for name, s in self.schedulers.items()}
 
     @torch.no_grad()
-    def previews(
-        self, noise: torch.Tensor, images: torch.Tensor
-    ) -> dict[str, tuple[torch.Tensor, int]]:
+    def previews(self, noise: torch.Tensor, real: Batch) -> dict[str, tuple[torch.Tensor, int]]:
         """The trainer's image grids, by name: (images in [0, 1], images per row). Samples
-        of ``noise``; with an encoder, ``images`` each followed by its reconstruction."""
+        of ``noise`` (a conditional model: one row per class, see ``class_grid``); with an
+        encoder, the ``real`` images each followed by its reconstruction."""
         nrow = max(1, int(math.sqrt(len(noise))))
-        grids = {"samples": (self.sample(noise).clamp(0, 1), nrow)}
+        if self.conditional:
+            images, nrow = self.class_grid(noise[:nrow])
+            grids = {"samples": (images, nrow)}
+        else:
+            grids = {"samples": (self.sample(noise).clamp(0, 1), nrow)}
         if self.has_encoder:
-            recon = self.reconstruct(images).clamp(0, 1)
-            pairs = torch.stack([images, recon], dim=1).flatten(0, 1)  # original, recon, ...
+            recon = self.reconstruct(real.images, real.labels).clamp(0, 1)
+            pairs = torch.stack([real.images, recon], dim=1).flatten(0, 1)  # original, recon...
             grids["reconstructions"] = (pairs, 2 * max(1, nrow // 2))
         return grids
+
+    @torch.no_grad()
+    def class_grid(self, noise: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """(images, images per row): one row per class, one column per row of ``noise``,
+        so a row shows one class in many styles and a column one style in every class."""
+        columns = len(noise)
+        labels = torch.arange(self.num_classes, device=noise.device).repeat_interleave(columns)
+        images = self.sample(noise.repeat(self.num_classes, 1), labels)
+        return images.clamp(0, 1), columns
+
+    def balanced_labels(self, n: int, device: torch.device | str = "cpu") -> torch.Tensor | None:
+        """Labels 0, 1, ..., K-1, 0, 1, ... for ``n`` samples (every class equally often
+        when K divides n); None for an unconditional model."""
+        if not self.conditional:
+            return None
+        return torch.arange(n, device=device) % self.num_classes
+
+    def labels_for(self, n: int, labels: torch.Tensor | None, device: torch.device) -> Any:
+        """``labels`` checked for a conditional model (balanced ones when None), None for an
+        unconditional one: what ``sample`` hands its networks."""
+        if not self.conditional:
+            return None
+        if labels is None:
+            return self.balanced_labels(n, device)
+        if labels.shape != (n,):
+            raise ValueError(f"expected {n} labels, got shape {tuple(labels.shape)}")
+        return labels.to(device=device, dtype=torch.long)
+
+    def batch_labels(self, batch: Batch) -> torch.Tensor | None:
+        """The batch's labels for a conditional model (a ValueError if it has none), None for
+        an unconditional one, which ignores them."""
+        if not self.conditional:
+            return None
+        if batch.labels is None:
+            raise ValueError(f"the conditional {type(self).__name__} needs a batch with labels")
+        return batch.labels
 
     def mean_over_ranks(self, value: torch.Tensor) -> torch.Tensor:
         """``value`` averaged over data-parallel ranks (itself in one process): for
@@ -217,6 +273,42 @@ class GenerativeModel(nn.Module):
                 scaler.load_state_dict(state["grad_scalers"][name])
 
 
-def build_model(cfg: Any, image_shape: tuple[int, int, int]) -> GenerativeModel:
-    """Build ``MODELS[cfg.name]`` from its validated config dataclass."""
-    return MODELS.get(cfg.name).from_config(cfg, image_shape)
+def model_classes(cfg: Any, dataset_classes: int | None, dataset: str = "this dataset") -> int:
+    """The number of classes a model is built for: 0 unless ``model.conditional``, else the
+    dataset's, checked against ``model.num_classes`` when that is set. A ConfigError, before
+    any training, for a conditional model on a dataset without labels or a wrong count."""
+    conditional = getattr(cfg, "conditional", False)
+    wanted = getattr(cfg, "num_classes", None)
+    if not conditional:
+        if wanted is not None:
+            raise ConfigError(
+                f"model.num_classes={wanted} is set, but model.conditional=false: an "
+                "unconditional model takes no labels. Fix: add model.conditional=true, or drop "
+                "model.num_classes"
+            )
+        return 0
+    if dataset_classes is None:
+        raise ConfigError(
+            f"model.conditional=true needs class labels, but {dataset} has none. Fix: use a "
+            "labelled dataset (mnist, fashion_mnist, cifar10), put an image_folder's images in "
+            "one subfolder per class, or set model.conditional=false"
+        )
+    if wanted is not None and wanted != dataset_classes:
+        raise ConfigError(
+            f"model.num_classes={wanted}, but {dataset} has {dataset_classes} classes. Fix: "
+            f"set model.num_classes={dataset_classes}, or drop it (it defaults to the "
+            "dataset's)"
+        )
+    return dataset_classes
+
+
+def build_model(
+    cfg: Any,
+    image_shape: tuple[int, int, int],
+    dataset_classes: int | None = None,
+    dataset: str = "this dataset",
+) -> GenerativeModel:
+    """Build ``MODELS[cfg.name]`` from its validated config dataclass, for a dataset of
+    ``dataset_classes`` classes (None: unlabelled); see ``model_classes``."""
+    num_classes = model_classes(cfg, dataset_classes, dataset)
+    return MODELS.get(cfg.name).from_config(cfg, image_shape, num_classes)

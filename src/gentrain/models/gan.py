@@ -6,6 +6,12 @@ encoder to one logit, both from a network family of ``models/nets.py``. Losses:
 non-saturating (default), hinge, least-squares, or Wasserstein with gradient penalty;
 ``n_critic`` D updates per G update; spectral norm on D (default); R1 penalty; DiffAugment
 on D's inputs; an EMA copy of G for samples and evaluation.
+
+With ``conditional``, G(z, y) draws class y (one-hot y appended to z, conditional
+BatchNorm) and D judges (x, y): by default with a projection head (Miyato & Koyama
+2018), or, with ``conditioning=acgan``, with an auxiliary classifier whose cross-entropy
+on real and generated images is added to D's loss and on generated ones to G's (Odena
+et al. 2017). Generated images get uniformly drawn labels.
 """
 
 from __future__ import annotations
@@ -15,8 +21,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from gentrain.data.batch import Batch
 from gentrain.errors import ConfigError, require_at_least
 from gentrain.models.adversarial import (
     check_loss,
@@ -32,6 +40,7 @@ from gentrain.models.nets import ConvDecoder, ConvEncoder, check_architecture
 from gentrain.registry import MODELS
 
 GAN_KINDS = ("nonsaturating", "hinge", "lsgan", "wgan_gp")
+CONDITIONINGS = ("projection", "acgan")
 
 
 @dataclass
@@ -50,9 +59,18 @@ class GANConfig:
     r1_gamma: float = 0.0  # R1 penalty gamma/2 * E||grad D(x_real)||^2 (Mescheder 2018)
     # DiffAugment for D's inputs (Zhao et al. 2020): [], [translation], [translation, cutout]
     augment: list[str] = field(default_factory=list)
+    conditional: bool = False  # cGAN: G(z, y) with conditional BatchNorm, D judges (x, y)
+    num_classes: int | None = None  # conditional: null = the dataset's (checked if set)
+    conditioning: str = "projection"  # conditional D: projection | acgan
+    acgan_weight: float = 1.0  # conditioning=acgan: weight of the class cross-entropy
 
     def __post_init__(self) -> None:
         check_loss(self.loss, GAN_KINDS)
+        if self.conditioning not in CONDITIONINGS:
+            raise ConfigError(
+                f"unknown model.conditioning {self.conditioning!r}; available: "
+                f"{', '.join(CONDITIONINGS)}"
+            )
         check_architecture(self.family, self.depth, self.width, self.d_norm)
         parse_policy(self.augment)
         require_at_least(self, "model", 1, "latent_dim", "n_critic")
@@ -63,7 +81,7 @@ class GANConfig:
             )
         if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
             raise ConfigError(f"model.ema_decay must be in (0, 1) or null, got {self.ema_decay}")
-        require_at_least(self, "model", 0, "gp_weight", "r1_gamma")
+        require_at_least(self, "model", 0, "gp_weight", "r1_gamma", "acgan_weight")
 
 
 def to_signed(x: torch.Tensor) -> torch.Tensor:
@@ -103,13 +121,22 @@ class GAN(GenerativeModel):
         ],
     }
 
-    def __init__(self, cfg: GANConfig, image_shape: tuple[int, int, int]) -> None:
-        super().__init__(image_shape, cfg.latent_dim)
+    def __init__(
+        self, cfg: GANConfig, image_shape: tuple[int, int, int], num_classes: int = 0
+    ) -> None:
+        super().__init__(image_shape, cfg.latent_dim, num_classes)
         self.cfg = cfg
-        arch = {"family": cfg.family, "depth": cfg.depth}
+        arch = {"family": cfg.family, "depth": cfg.depth, "num_classes": num_classes}
         self.generator = ConvDecoder(image_shape, cfg.width, cfg.latent_dim, "batch", **arch)
+        self.acgan = bool(num_classes) and cfg.conditioning == "acgan"
         self.discriminator = ConvEncoder(
-            image_shape, cfg.width, 1, cfg.d_norm, spectral_norm=cfg.spectral_norm, **arch
+            image_shape,
+            cfg.width,
+            1,
+            cfg.d_norm,
+            spectral_norm=cfg.spectral_norm,
+            conditioning="auxiliary" if self.acgan else "projection",
+            **arch,
         )
         self.augment_policy = parse_policy(cfg.augment)
         self.generator_ema = None
@@ -132,31 +159,66 @@ class GAN(GenerativeModel):
             return dict(self.wgan_gp_optimizer_defaults)
         return dict(self.optimizer_defaults)
 
-    def generate(self, noise: torch.Tensor, generator: nn.Module | None = None) -> torch.Tensor:
-        return torch.sigmoid((generator or self.generator)(noise))
+    def generate(
+        self,
+        noise: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        generator: nn.Module | None = None,
+    ) -> torch.Tensor:
+        return torch.sigmoid((generator or self.generator)(noise, labels))
 
-    def critic(self, x: torch.Tensor) -> torch.Tensor:
-        """D's logit for images in [0, 1], through the augmentation when one is set (in
-        training only: validation and the gradient penalties see the images as they are)."""
+    def fake_labels(self, n: int, device: torch.device) -> torch.Tensor | None:
+        """Uniformly drawn classes for ``n`` generated images (None: unconditional)."""
+        if not self.conditional:
+            return None
+        return torch.randint(self.num_classes, (n,), device=device)
+
+    def critic(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """D's logit for images in [0, 1] (of class ``labels``, with a projection D)."""
+        return self.critic_outputs(x, labels)[0]
+
+    def critic_outputs(
+        self, x: torch.Tensor, labels: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """D's logit and, for ACGAN, its class logits; through the augmentation when one
+        is set (in training only: validation and the gradient penalties see the images as
+        they are)."""
         x = to_signed(x)
         if self.augment_policy and self.training:
             x = augment(x, self.augment_policy)
-        return self.discriminator(x).squeeze(1)
+        if self.acgan:
+            flat, _ = self.discriminator.trunk(x)
+            logit = self.discriminator.head_output(flat)
+            return logit.squeeze(1), self.discriminator.class_head(flat)
+        return self.discriminator(x, labels).squeeze(1), None
 
-    def discriminator_losses(self, real: torch.Tensor, fake: torch.Tensor):
+    def discriminator_losses(
+        self,
+        real: torch.Tensor,
+        fake: torch.Tensor,
+        real_labels: torch.Tensor | None = None,
+        fake_labels: torch.Tensor | None = None,
+    ):
         """D's loss. Real and fake go through D in *separate* passes, so BatchNorm
         normalises each batch by its own statistics and never mixes the two."""
         r1 = self.cfg.r1_gamma > 0
         if r1:
             real = real.detach().requires_grad_(True)
-        d_real, d_fake = self.critic(real), self.critic(fake)
+        d_real, classes_real = self.critic_outputs(real, real_labels)
+        d_fake, classes_fake = self.critic_outputs(fake, fake_labels)
         loss = discriminator_loss(self.cfg.loss, d_real, d_fake)
         logs = {
             "d_real": real_probability(self.cfg.loss, d_real),
             "d_fake": real_probability(self.cfg.loss, d_fake),
         }
+        if self.acgan:
+            class_loss = F.cross_entropy(classes_real, real_labels) + F.cross_entropy(
+                classes_fake, fake_labels
+            )
+            loss = loss + self.cfg.acgan_weight * class_loss
+            logs["d_class_loss"] = class_loss
         if self.cfg.loss == "wgan_gp":
-            penalty = gradient_penalty(self.critic, real, fake)
+            penalty = gradient_penalty(lambda v: self.critic(v, real_labels), real, fake)
             loss = loss + self.cfg.gp_weight * penalty
             logs["gradient_penalty"] = penalty
         if r1:
@@ -165,17 +227,23 @@ class GAN(GenerativeModel):
             logs["r1_penalty"] = penalty
         return loss, logs
 
-    def training_step(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    def training_step(self, batch: Batch) -> dict[str, torch.Tensor]:
+        x, labels = batch.images, self.batch_labels(batch)
         n = x.shape[0]
         for _ in range(self.cfg.n_critic):  # the same real batch, fresh noise each time
             with torch.no_grad():
-                fake = self.generate(torch.randn(n, self.latent_dim, device=x.device))
-            loss_d, d_logs = self.discriminator_losses(x, fake)
+                fake_labels = self.fake_labels(n, x.device)
+                fake = self.generate(torch.randn(n, self.latent_dim, device=x.device), fake_labels)
+            loss_d, d_logs = self.discriminator_losses(x, fake, labels, fake_labels)
             norms = self.update({"discriminator": loss_d})
         grad_norm_d = norms["discriminator"]
 
-        fake = self.generate(torch.randn(n, self.latent_dim, device=x.device))
-        loss_g = generator_loss(self.cfg.loss, self.critic(fake))
+        fake_labels = self.fake_labels(n, x.device)
+        fake = self.generate(torch.randn(n, self.latent_dim, device=x.device), fake_labels)
+        d_fake, classes_fake = self.critic_outputs(fake, fake_labels)
+        loss_g = generator_loss(self.cfg.loss, d_fake)
+        if self.acgan:
+            loss_g = loss_g + self.cfg.acgan_weight * F.cross_entropy(classes_fake, fake_labels)
         grad_norm_g = self.update({"generator": loss_g})["generator"]
         if self.generator_ema is not None:
             ema_update(self.generator_ema, self.generator, self.ema_decay_now())
@@ -193,11 +261,12 @@ class GAN(GenerativeModel):
     def _sampler(self) -> nn.Module:
         return self.generator_ema if self.generator_ema is not None else self.generator
 
-    def validation_step(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        fake = self.generate(
-            torch.randn(x.shape[0], self.latent_dim, device=x.device), self._sampler()
-        )
-        d_real, d_fake = self.critic(x), self.critic(fake)
+    def validation_step(self, batch: Batch) -> dict[str, torch.Tensor]:
+        x, labels = batch.images, self.batch_labels(batch)
+        fake_labels = self.balanced_labels(len(x), x.device)
+        noise = torch.randn(x.shape[0], self.latent_dim, device=x.device)
+        fake = self.generate(noise, fake_labels, self._sampler())
+        d_real, d_fake = self.critic(x, labels), self.critic(fake, fake_labels)
         return {
             "loss_d": discriminator_loss(self.cfg.loss, d_real, d_fake),
             "loss_g": generator_loss(self.cfg.loss, d_fake),
@@ -206,5 +275,6 @@ class GAN(GenerativeModel):
         }
 
     @torch.no_grad()
-    def sample(self, noise: torch.Tensor) -> torch.Tensor:
-        return self.generate(noise, self._sampler())
+    def sample(self, noise: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        labels = self.labels_for(len(noise), labels, noise.device)
+        return self.generate(noise, labels, self._sampler())

@@ -15,7 +15,9 @@ so 28x28 runs at 14 and 7, 32x32 at 16, 8 and 4, 64x64 down to 4. Channels start
   encoders.
 
 An encoder's levels are its ``blocks`` (1-based in ``forward_with_features``), which is
-what the VAE-GAN's learned similarity metric reads.
+what the VAE-GAN's learned similarity metric reads. With ``num_classes`` the networks take
+class labels too (``models/conditioning.py``); without, they are exactly the networks
+above, with the same parameter names.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from gentrain.errors import ConfigError
+from gentrain.models.conditioning import ConditionalBatchNorm2d, one_hot, run_with_labels
 
 FAMILIES = ("dcgan", "dcgan_deep", "resnet")
 NORMS = ("batch", "none")
@@ -60,16 +63,22 @@ def _channels(width: int, level: int) -> int:
     return width * min(2**level, 8)
 
 
-def _norm(kind: str, channels: int) -> nn.Module:
+def _norm(kind: str, channels: int, num_classes: int = 0) -> nn.Module:
     if kind == "batch":
-        return nn.BatchNorm2d(channels)
+        return (
+            ConditionalBatchNorm2d(channels, num_classes)
+            if num_classes
+            else nn.BatchNorm2d(channels)
+        )
     if kind == "none":
         return nn.Identity()
     raise ConfigError(f"unknown norm {kind!r}; available: {', '.join(NORMS)}")
 
 
-def _conv_unit(in_ch: int, out_ch: int, norm: str, act: nn.Module) -> list[nn.Module]:
-    return [nn.Conv2d(in_ch, out_ch, 3, 1, 1), _norm(norm, out_ch), act]
+def _conv_unit(
+    in_ch: int, out_ch: int, norm: str, act: nn.Module, num_classes: int = 0
+) -> list[nn.Module]:
+    return [nn.Conv2d(in_ch, out_ch, 3, 1, 1), _norm(norm, out_ch, num_classes), act]
 
 
 class ResidualBlock(nn.Module):
@@ -78,6 +87,7 @@ class ResidualBlock(nn.Module):
     ``resample`` is ``"up"`` (nearest x2 before the first conv), ``"down"`` (2x2 average
     pooling after the second), or ``None``. ``first`` is SN-GAN's optimised first
     discriminator block, which reads the image itself (no activation before its conv).
+    With ``num_classes``, its BatchNorms are conditional and it takes labels.
     """
 
     def __init__(
@@ -87,22 +97,24 @@ class ResidualBlock(nn.Module):
         norm: str,
         resample: str | None = None,
         first: bool = False,
+        num_classes: int = 0,
     ) -> None:
         super().__init__()
         self.resample, self.first = resample, first
-        self.norm1 = nn.Identity() if first else _norm(norm, in_ch)
+        self.takes_labels = num_classes > 0
+        self.norm1 = nn.Identity() if first else _norm(norm, in_ch, num_classes)
         self.conv1 = nn.Conv2d(in_ch, out_ch, 3, 1, 1)
-        self.norm2 = _norm(norm, out_ch)
+        self.norm2 = _norm(norm, out_ch, num_classes)
         self.conv2 = nn.Conv2d(out_ch, out_ch, 3, 1, 1)
         needs_projection = in_ch != out_ch or resample is not None
         self.shortcut = nn.Conv2d(in_ch, out_ch, 1) if needs_projection else nn.Identity()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = x if self.first else F.relu(self.norm1(x))
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        h = x if self.first else F.relu(self._normed(self.norm1, x, labels))
         if self.resample == "up":
             h = F.interpolate(h, scale_factor=2, mode="nearest")
             x = F.interpolate(x, scale_factor=2, mode="nearest")
-        h = self.conv2(F.relu(self.norm2(self.conv1(h))))
+        h = self.conv2(F.relu(self._normed(self.norm2, self.conv1(h), labels)))
         if self.resample == "down":
             h = F.avg_pool2d(h, 2)
             # The optimised first block pools before its 1x1 conv (cheaper, same function).
@@ -114,9 +126,16 @@ class ResidualBlock(nn.Module):
             return h + x
         return h + self.shortcut(x)
 
+    def _normed(self, norm: nn.Module, x: torch.Tensor, labels: torch.Tensor | None):
+        return norm(x, labels) if getattr(norm, "takes_labels", False) else norm(x)
+
 
 class ConvEncoder(nn.Module):
-    """Image -> vector of ``out_features`` (Gaussian parameters, or a critic's logit)."""
+    """Image -> vector of ``out_features`` (Gaussian parameters, or a critic's logit).
+
+    With ``num_classes``, the label enters at the head as ``conditioning`` says (see
+    ``models/conditioning.py``); the convolutional trunk never sees it.
+    """
 
     def __init__(
         self,
@@ -127,10 +146,14 @@ class ConvEncoder(nn.Module):
         spectral_norm: bool = False,
         family: str = "dcgan",
         depth: int = 1,
+        num_classes: int = 0,
+        conditioning: str = "concat",
     ) -> None:
         super().__init__()
         channels, height, image_width = image_shape
         levels = levels_for(height, image_width)
+        self.num_classes = num_classes
+        self.conditioning = conditioning if num_classes else None
         self.stem: nn.Module = nn.Identity()
         self.final_activation: nn.Module = nn.Identity()
         blocks: list[nn.Module] = []
@@ -162,35 +185,59 @@ class ConvEncoder(nn.Module):
             self.final_activation = nn.ReLU()
         self.blocks = nn.ModuleList(blocks)
         flat = in_ch * (height >> levels) * (image_width >> levels)
-        self.head = nn.Linear(flat, out_features)
+        concat = num_classes if self.conditioning == "concat" else 0
+        self.head = nn.Linear(flat + concat, out_features)
+        if self.conditioning == "projection":
+            self.label_embedding = nn.Embedding(num_classes, flat)
+        elif self.conditioning == "auxiliary":
+            self.class_head = nn.Linear(flat, num_classes)
         if spectral_norm:  # every weight of the network (Miyato et al. 2018)
             for module in list(self.modules()):
-                if isinstance(module, (nn.Conv2d, nn.Linear)):
+                if isinstance(module, (nn.Conv2d, nn.Linear, nn.Embedding)):
                     nn.utils.parametrizations.spectral_norm(module)
 
     @property
     def num_blocks(self) -> int:
         return len(self.blocks)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stem(x)
-        for block in self.blocks:
-            x = block(x)
-        return self.head(self.final_activation(x).flatten(1))
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        return self.head_output(self.trunk(x)[0], labels)
 
-    def forward_with_features(self, x: torch.Tensor, layer: int):
+    def forward_with_features(
+        self, x: torch.Tensor, layer: int, labels: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Output and the activation of level ``layer`` (1-based; the last level at most)."""
+        flat, features = self.trunk(x, layer)
+        return self.head_output(flat, labels), features
+
+    def trunk(
+        self, x: torch.Tensor, layer: int | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The flattened features the head reads, and the activation of level ``layer``."""
         features = None
         x = self.stem(x)
         for index, block in enumerate(self.blocks, start=1):
             x = block(x)
             if index == layer:
                 features = x
-        return self.head(self.final_activation(x).flatten(1)), features
+        return self.final_activation(x).flatten(1), features
+
+    def head_output(self, flat: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """The head on the trunk's features, with the label where it is conditioned on."""
+        if self.conditioning == "concat":
+            return self.head(torch.cat([flat, one_hot(labels, self.num_classes, flat)], 1))
+        out = self.head(flat)
+        if self.conditioning == "projection":
+            out = out + (self.label_embedding(labels) * flat).sum(1, keepdim=True)
+        return out
 
 
 class ConvDecoder(nn.Module):
-    """Latent vector -> image logits (no output activation: the model picks it)."""
+    """Latent vector -> image logits (no output activation: the model picks it).
+
+    With ``num_classes``, the one-hot label is appended to the latent and BatchNorms are
+    conditional (``models/conditioning.py``).
+    """
 
     def __init__(
         self,
@@ -200,14 +247,16 @@ class ConvDecoder(nn.Module):
         norm: str = "batch",
         family: str = "dcgan",
         depth: int = 1,
+        num_classes: int = 0,
     ) -> None:
         super().__init__()
         channels, height, image_width = image_shape
         levels = levels_for(height, image_width)
         top = _channels(width, levels - 1)
+        self.num_classes = num_classes
         self.start_shape = (top, height >> levels, image_width >> levels)
         self.project = nn.Sequential(
-            nn.Linear(latent_dim, top * self.start_shape[1] * self.start_shape[2]),
+            nn.Linear(latent_dim + num_classes, top * self.start_shape[1] * self.start_shape[2]),
             nn.ReLU() if family != "resnet" else nn.Identity(),
         )
         # Channels after each level, from the smallest resolution up to the image's:
@@ -216,27 +265,33 @@ class ConvDecoder(nn.Module):
         outs = [_channels(width, level - 1) for level in reversed(range(1, levels))]
         blocks: list[nn.Module] = []
         in_ch = top
+        k = num_classes
         if family == "dcgan":
             for out_ch in outs:
-                blocks += [nn.ConvTranspose2d(in_ch, out_ch, 4, 2, 1), _norm(norm, out_ch)]
+                blocks += [nn.ConvTranspose2d(in_ch, out_ch, 4, 2, 1), _norm(norm, out_ch, k)]
                 blocks.append(nn.ReLU())
                 in_ch = out_ch
             blocks.append(nn.ConvTranspose2d(in_ch, channels, 4, 2, 1))
         else:
             for out_ch in [*outs, max(width // 2, 1)]:
                 if family == "resnet":
-                    blocks.append(ResidualBlock(in_ch, out_ch, norm, resample="up"))
-                    blocks += [ResidualBlock(out_ch, out_ch, norm) for _ in range(depth)]
+                    blocks.append(ResidualBlock(in_ch, out_ch, norm, resample="up", num_classes=k))
+                    blocks += [
+                        ResidualBlock(out_ch, out_ch, norm, num_classes=k) for _ in range(depth)
+                    ]
                 else:
-                    blocks += [nn.ConvTranspose2d(in_ch, out_ch, 4, 2, 1), _norm(norm, out_ch)]
+                    blocks += [nn.ConvTranspose2d(in_ch, out_ch, 4, 2, 1), _norm(norm, out_ch, k)]
                     blocks.append(nn.ReLU())
                     for _ in range(depth):
-                        blocks += _conv_unit(out_ch, out_ch, norm, nn.ReLU())
+                        blocks += _conv_unit(out_ch, out_ch, norm, nn.ReLU(), k)
                 in_ch = out_ch
             if family == "resnet":
-                blocks += [_norm(norm, in_ch), nn.ReLU()]
+                blocks += [_norm(norm, in_ch, k), nn.ReLU()]
             blocks.append(nn.Conv2d(in_ch, channels, 3, 1, 1))
         self.blocks = nn.Sequential(*blocks)
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.blocks(self.project(z).view(-1, *self.start_shape))
+    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        if not self.num_classes:
+            return self.blocks(self.project(z).view(-1, *self.start_shape))
+        z = torch.cat([z, one_hot(labels, self.num_classes, z)], 1)
+        return run_with_labels(self.blocks, self.project(z).view(-1, *self.start_shape), labels)

@@ -4,6 +4,10 @@ Loss convention, stated because it is often got wrong: every term is *summed ove
 pixels (and latent dimensions) of one image* and then *averaged over the batch*, so
 ``loss = E_batch[ -log p(x|z) + beta * KL(q(z|x) || N(0, I)) ]`` in nats per image,
 and with ``beta = 1`` it is the negative ELBO that papers report.
+
+With ``conditional``, it is the conditional VAE of Sohn et al. (2015): q(z|x, y) and
+p(x|z, y) read the label y, the prior stays N(0, I), and the ELBO and NLL bound
+log p(x | y).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.distributions import ContinuousBernoulli
 
+from gentrain.data.batch import Batch
 from gentrain.errors import ConfigError, require_at_least
 from gentrain.models.base import GenerativeModel
 from gentrain.models.nets import ConvDecoder, ConvEncoder, check_architecture
@@ -42,6 +47,8 @@ class VAEConfig:
     decoder_norm: str = "batch"  # batch | none
     encoder_norm: str = "none"  # batch | none (none matches the VAE-GAN's, for init_from)
     binarize: bool = True  # dynamic binarisation: train on x ~ Bernoulli(pixels)
+    conditional: bool = False  # cVAE: the class label into encoder and decoder
+    num_classes: int | None = None  # conditional: null = the dataset's (checked if set)
 
     def __post_init__(self) -> None:
         if self.likelihood not in LIKELIHOODS:
@@ -61,9 +68,12 @@ class VAEConfig:
             )
 
 
-def posterior_encoder(cfg: Any, image_shape: tuple[int, int, int]) -> ConvEncoder:
-    """q(z|x) as a conv encoder to each latent's mean and log-variance: the VAE's and the
-    VAE-GAN's (same config keys), so that init_from maps one onto the other."""
+def posterior_encoder(
+    cfg: Any, image_shape: tuple[int, int, int], num_classes: int = 0
+) -> ConvEncoder:
+    """q(z|x) (q(z|x, y) with classes) as a conv encoder to each latent's mean and
+    log-variance: the VAE's and the VAE-GAN's (same config keys), so that init_from maps
+    one onto the other."""
     return ConvEncoder(
         image_shape,
         cfg.width,
@@ -71,6 +81,8 @@ def posterior_encoder(cfg: Any, image_shape: tuple[int, int, int]) -> ConvEncode
         norm=cfg.encoder_norm,
         family=cfg.family,
         depth=cfg.depth,
+        num_classes=num_classes,
+        conditioning="concat",
     )
 
 
@@ -153,11 +165,13 @@ class VAE(GenerativeModel):
         "VAEGAN": [("encoder.", "encoder."), ("decoder.", "decoder.")],
     }
 
-    def __init__(self, cfg: VAEConfig, image_shape: tuple[int, int, int]) -> None:
-        super().__init__(image_shape, cfg.latent_dim)
+    def __init__(
+        self, cfg: VAEConfig, image_shape: tuple[int, int, int], num_classes: int = 0
+    ) -> None:
+        super().__init__(image_shape, cfg.latent_dim, num_classes)
         self.cfg = cfg
-        arch = {"family": cfg.family, "depth": cfg.depth}
-        self.encoder = posterior_encoder(cfg, image_shape)
+        arch = {"family": cfg.family, "depth": cfg.depth, "num_classes": num_classes}
+        self.encoder = posterior_encoder(cfg, image_shape, num_classes)
         self.decoder = ConvDecoder(
             image_shape, cfg.width, cfg.latent_dim, norm=cfg.decoder_norm, **arch
         )
@@ -171,8 +185,10 @@ class VAE(GenerativeModel):
     def networks(self) -> dict[str, nn.Module]:
         return {"vae": self}  # one optimiser for encoder, decoder (and a learned scale)
 
-    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        mu, logvar = self.encoder(x).chunk(2, dim=1)
+    def encode(
+        self, x: torch.Tensor, labels: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        mu, logvar = self.encoder(x, labels).chunk(2, dim=1)
         return mu, logvar
 
     def current_beta(self) -> float:
@@ -180,10 +196,12 @@ class VAE(GenerativeModel):
         ramp = min(1.0, int(self.steps_done) / warmup) if warmup else 1.0
         return self.cfg.beta * ramp
 
-    def losses(self, x: torch.Tensor, beta: float) -> dict[str, torch.Tensor]:
-        mu, logvar = self.encode(x)
+    def losses(
+        self, x: torch.Tensor, beta: float, labels: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        mu, logvar = self.encode(x, labels)
         z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
-        nll = self.pixel_nll(self.decoder(z), x).mean()
+        nll = self.pixel_nll(self.decoder(z, labels), x).mean()
         kl = gaussian_kl(mu, logvar).mean()
         penalised = free_bits_kl(mu, logvar, self.cfg.free_bits) if self.cfg.free_bits else kl
         return {"loss": nll + beta * penalised, "nll": nll, "kl": kl, "elbo": -(nll + kl)}
@@ -199,9 +217,9 @@ class VAE(GenerativeModel):
         """Dynamically binarised pixels when ``binarize`` (a fresh draw each time)."""
         return torch.bernoulli(x) if self.cfg.binarize else x
 
-    def training_step(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    def training_step(self, batch: Batch) -> dict[str, torch.Tensor]:
         beta = self.current_beta()
-        terms = self.losses(self.prepare(x), beta)
+        terms = self.losses(self.prepare(batch.images), beta, self.batch_labels(batch))
         norms = self.update({"vae": terms["loss"]})
         self.steps_done += 1
         logs = {k: v.detach() for k, v in terms.items()}
@@ -210,33 +228,35 @@ class VAE(GenerativeModel):
         return logs
 
     @torch.no_grad()
-    def validation_step(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        return self.losses(self.prepare(x), self.cfg.beta)
+    def validation_step(self, batch: Batch) -> dict[str, torch.Tensor]:
+        return self.losses(self.prepare(batch.images), self.cfg.beta, self.batch_labels(batch))
 
     @torch.no_grad()
-    def importance_weighted_nll(self, x: torch.Tensor, k: int) -> torch.Tensor:
-        """-log p(x) per image, estimated with k importance samples (Burda et al. 2015).
+    def importance_weighted_nll(
+        self, x: torch.Tensor, k: int, labels: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """-log p(x) per image (-log p(x|y) for a conditional model, given ``labels``),
+        estimated with k importance samples (Burda et al. 2015).
 
         log p(x) >= log (1/k) sum_i p(x|z_i) p(z_i) / q(z_i|x), z_i ~ q(z|x); the bound
         tightens as k grows and equals the ELBO at k = 1, so this NLL is <= -ELBO.
         """
         x = self.prepare(x)
-        mu, logvar = self.encode(x)
+        labels = self.batch_labels(Batch(x, labels))
+        mu, logvar = self.encode(x, labels)
         std = (0.5 * logvar).exp()
         n = x.shape[0]
         z = mu.unsqueeze(1) + std.unsqueeze(1) * torch.randn(n, k, mu.shape[1], device=x.device)
         # Decode the n*k samples a chunk of k at a time: k=5000 at once would not fit.
         chunk = max(1, self.IWAE_IMAGES_PER_PASS // n)
-        log_px_z = torch.cat(
-            [
-                -self.pixel_nll(
-                    self.decoder(z[:, i : i + chunk].flatten(0, 1)),
-                    x.repeat_interleave(z[:, i : i + chunk].shape[1], dim=0),
-                ).view(n, -1)
-                for i in range(0, k, chunk)
-            ],
-            dim=1,
-        )
+        parts = []
+        for i in range(0, k, chunk):
+            draws = z[:, i : i + chunk]
+            repeat = draws.shape[1]
+            y = None if labels is None else labels.repeat_interleave(repeat)
+            logits = self.decoder(draws.flatten(0, 1), y)
+            parts.append(-self.pixel_nll(logits, x.repeat_interleave(repeat, dim=0)).view(n, -1))
+        log_px_z = torch.cat(parts, dim=1)
         log_normal = -0.5 * math.log(2 * math.pi)
         log_pz = (log_normal - 0.5 * z.pow(2)).sum(-1)
         eps = (z - mu.unsqueeze(1)) / std.unsqueeze(1)
@@ -252,10 +272,12 @@ class VAE(GenerativeModel):
         return torch.sigmoid(logits)
 
     @torch.no_grad()
-    def sample(self, noise: torch.Tensor) -> torch.Tensor:
-        return self._mean_image(self.decoder(noise))
+    def sample(self, noise: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        labels = self.labels_for(len(noise), labels, noise.device)
+        return self._mean_image(self.decoder(noise, labels))
 
     @torch.no_grad()
-    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
-        mu, _ = self.encode(x)
-        return self._mean_image(self.decoder(mu))
+    def reconstruct(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        labels = self.batch_labels(Batch(x, labels))
+        mu, _ = self.encode(x, labels)
+        return self._mean_image(self.decoder(mu, labels))

@@ -24,6 +24,11 @@ shared forward pass, before any parameter moves. (Summing the losses and calling
 ``backward`` once, as some libraries do, sends -L_GAN's gradient into the decoder with
 the wrong sign; tests/test_models.py checks this cannot happen here.) Every loss is
 summed per image and averaged over the batch, like the VAE's.
+
+With ``conditional``, every network reads the label y of X: Enc(X, y) as the cVAE's,
+Dec(Z, y) with conditional BatchNorm, Dis(X, y) with a projection head (as the cGAN's);
+Xp = Dec(Zp, y) draws the batch's classes. The losses and who minimises which are the
+same.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gentrain.data.batch import Batch
 from gentrain.errors import ConfigError, require_at_least
 from gentrain.models.adversarial import (
     LOGISTIC_LOSSES,
@@ -72,6 +78,8 @@ class VAEGANConfig:
     equilibrium_gate: bool = False  # skip D / the decoder's GAN term when one side wins
     equilibrium: float = 0.68  # target BCE of D (ln 2 = 0.69 is chance)
     margin: float = 0.35
+    conditional: bool = False  # the label into encoder, decoder and discriminator
+    num_classes: int | None = None  # conditional: null = the dataset's (checked if set)
 
     def __post_init__(self) -> None:
         check_loss(self.gan_loss, LOGISTIC_LOSSES, key="model.gan_loss")
@@ -102,14 +110,22 @@ class VAEGAN(GenerativeModel):
         ],
     }
 
-    def __init__(self, cfg: VAEGANConfig, image_shape: tuple[int, int, int]) -> None:
-        super().__init__(image_shape, cfg.latent_dim)
+    def __init__(
+        self, cfg: VAEGANConfig, image_shape: tuple[int, int, int], num_classes: int = 0
+    ) -> None:
+        super().__init__(image_shape, cfg.latent_dim, num_classes)
         self.cfg = cfg
-        arch = {"family": cfg.family, "depth": cfg.depth}
-        self.encoder = posterior_encoder(cfg, image_shape)
+        arch = {"family": cfg.family, "depth": cfg.depth, "num_classes": num_classes}
+        self.encoder = posterior_encoder(cfg, image_shape, num_classes)
         self.decoder = ConvDecoder(image_shape, cfg.width, cfg.latent_dim, norm="batch", **arch)
         self.discriminator = ConvEncoder(
-            image_shape, cfg.width, 1, cfg.d_norm, spectral_norm=cfg.spectral_norm, **arch
+            image_shape,
+            cfg.width,
+            1,
+            cfg.d_norm,
+            spectral_norm=cfg.spectral_norm,
+            conditioning="projection",
+            **arch,
         )
         blocks = self.discriminator.num_blocks
         layer = cfg.feature_layer if cfg.feature_layer > 0 else blocks + 1 + cfg.feature_layer
@@ -128,30 +144,35 @@ class VAEGAN(GenerativeModel):
             "discriminator": self.discriminator,
         }
 
-    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        mu, logvar = self.encoder(x).chunk(2, dim=1)
+    def encode(
+        self, x: torch.Tensor, labels: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        mu, logvar = self.encoder(x, labels).chunk(2, dim=1)
         return mu, logvar
 
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.decoder(z))
+    def decode(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        return torch.sigmoid(self.decoder(z, labels))
 
-    def discriminate(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def discriminate(
+        self, x: torch.Tensor, labels: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """D's logit and its layer-l features. Each batch (X, X~, Xp) goes through D in its
         own pass, so BatchNorm never mixes real and generated statistics."""
-        logit, features = self.discriminator.forward_with_features(to_signed(x), self.layer)
+        logit, features = self.discriminator.forward_with_features(to_signed(x), self.layer, labels)
         return logit.squeeze(1), features
 
-    def losses(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Every loss term of the paper for batch ``x``, from one forward pass."""
-        mu, logvar = self.encode(x)
+    def losses(self, x: torch.Tensor, y: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Every loss term of the paper for batch ``x`` (of classes ``y``), from one
+        forward pass."""
+        mu, logvar = self.encode(x, y)
         z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
-        logits_tilde = self.decoder(z)
+        logits_tilde = self.decoder(z, y)
         x_tilde = torch.sigmoid(logits_tilde)
-        x_p = self.decode(torch.randn_like(mu))
+        x_p = self.decode(torch.randn_like(mu), y)
 
-        d_x, features_x = self.discriminate(x)
-        d_tilde, features_tilde = self.discriminate(x_tilde)
-        d_p, _ = self.discriminate(x_p)
+        d_x, features_x = self.discriminate(x, y)
+        d_tilde, features_tilde = self.discriminate(x_tilde, y)
+        d_p, _ = self.discriminate(x_p, y)
 
         prior = gaussian_kl(mu, logvar).mean()
         llike = 0.5 * (features_x - features_tilde).pow(2).flatten(1).sum(1).mean()
@@ -200,8 +221,9 @@ class VAEGAN(GenerativeModel):
             return True, True
         return train_d, train_dec
 
-    def training_step(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        terms = self.losses(x)
+    def training_step(self, batch: Batch) -> dict[str, torch.Tensor]:
+        x = batch.images
+        terms = self.losses(x, self.batch_labels(batch))
         train_d, train_dec = self.gate(terms)
         pixel = self.cfg.pixel_weight * terms["pixel"]
         decoder_loss = self.cfg.gamma * terms["llike"] + pixel
@@ -222,11 +244,12 @@ class VAEGAN(GenerativeModel):
             logs[f"grad_norm_{name}"] = norm
         return logs
 
-    def validation_step(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        terms = self.losses(x)
-        mu, _ = self.encode(x)
+    def validation_step(self, batch: Batch) -> dict[str, torch.Tensor]:
+        x, y = batch.images, self.batch_labels(batch)
+        terms = self.losses(x, y)
+        mu, _ = self.encode(x, y)
         # Pixel-space error of the mean reconstruction: comparable across models and runs.
-        mse = (self.decode(mu) - x).pow(2).flatten(1).sum(1).mean()
+        mse = (self.decode(mu, y) - x).pow(2).flatten(1).sum(1).mean()
         return {
             "loss": self.encoder_loss(terms),
             "pixel": terms["pixel"],
@@ -241,10 +264,11 @@ class VAEGAN(GenerativeModel):
         }
 
     @torch.no_grad()
-    def sample(self, noise: torch.Tensor) -> torch.Tensor:
-        return self.decode(noise)
+    def sample(self, noise: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        return self.decode(noise, self.labels_for(len(noise), labels, noise.device))
 
     @torch.no_grad()
-    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
-        mu, _ = self.encode(x)
-        return self.decode(mu)
+    def reconstruct(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        labels = self.batch_labels(Batch(x, labels))
+        mu, _ = self.encode(x, labels)
+        return self.decode(mu, labels)
