@@ -4,6 +4,7 @@
     python scripts/benchmark_quality.py --presets gan_mnist --seconds 300 --device cuda
     python scripts/benchmark_quality.py --presets vae_mnist_nll --seconds 1800 \\
         --nll-samples 5000 --nll-images 10000                           # Burda et al.'s NLL
+    python scripts/benchmark_quality.py --presets cgan_mnist cvae_mnist cvaegan_mnist
 
 Each preset is trained by ``gentrain.train.train`` (the CLI's code path) for
 ``trainer.max_seconds`` of training time, evaluated every epoch and at the end with
@@ -11,9 +12,11 @@ gentrain's metrics (FID/KID/IS/precision/recall on 10,000 samples against the 10
 images, in the feature space of gentrain's MNIST classifier; the VAE's importance-weighted
 NLL), and the table is printed beside reference rows that put the numbers on a scale:
 real train images (the floor), real images with Gaussian pixel noise, and real images
-blurred by 0.5 and 0.8 px. Writes ``<out>/results.json``, ``<out>/fid_vs_time.png`` (FID
-against training seconds, from each run's history.jsonl) and keeps every run directory
-(its samples are in ``<run>/images/``).
+blurred by 0.5 and 0.8 px (scored with their true labels, the best case of the
+conditional models' conditional accuracy and intra-class FID). Writes
+``<out>/results.json``, ``<out>/fid_vs_time.png`` (FID against training seconds, from
+each run's history.jsonl) and keeps every run directory (its samples are in
+``<run>/images/``).
 """
 
 from __future__ import annotations
@@ -52,6 +55,8 @@ COLUMNS = [
     ("precision", "{:.2f}"),
     ("recall", "{:.2f}"),
     ("NLL", "{:.2f}"),
+    ("cond acc", "{:.3f}"),
+    ("intra-FID", "{:.1f}"),
 ]
 
 
@@ -93,8 +98,10 @@ def reference_rows(cfg, device: torch.device) -> list[dict]:
         "real blurred σ=0.8 px": gaussian_blur(real, [5, 5], [0.8, 0.8]),
     }
     rows = []
+    labels = data.train_labels[index] if data.train_labels is not None else None
     for name, images in references.items():
-        metrics = evaluator.score_images(images)
+        # the real images with their own labels: the conditional metrics' best case
+        metrics = evaluator.score_images(images, labels)
         rows.append({"model": name, "family": "–", **row_metrics(metrics)})
     return rows
 
@@ -107,6 +114,8 @@ def row_metrics(metrics: dict[str, float]) -> dict[str, float | None]:
         "precision": metrics.get("val/precision"),
         "recall": metrics.get("val/recall"),
         "NLL": metrics.get("val/nll_iwae"),
+        "cond acc": metrics.get("val/cond_accuracy"),
+        "intra-FID": metrics.get("val/intra_fid"),
     }
 
 
