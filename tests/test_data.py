@@ -120,8 +120,12 @@ def test_loader_is_seeded_per_epoch_and_resumable():
     epoch0 = [b.images[:, 0, 0, 0] for b in loader.epoch(0)]
     assert len(epoch0) == 5 and epoch0[0].dtype == torch.float32
     assert sorted(torch.cat(epoch0).mul(255).round().long().tolist()) == list(range(40))
-    assert all(torch.equal(a, b) for a, b in zip(epoch0, [b.images[:, 0, 0, 0] for b in loader.epoch(0)]))
-    assert not torch.equal(torch.cat(epoch0), torch.cat([b.images[:, 0, 0, 0] for b in loader.epoch(1)]))
+    assert all(
+        torch.equal(a, b) for a, b in zip(epoch0, [b.images[:, 0, 0, 0] for b in loader.epoch(0)])
+    )
+    assert not torch.equal(
+        torch.cat(epoch0), torch.cat([b.images[:, 0, 0, 0] for b in loader.epoch(1)])
+    )
     tail = [b.images[:, 0, 0, 0] for b in loader.epoch(0, start_batch=3)]
     assert all(torch.equal(a, b) for a, b in zip(epoch0[3:], tail)) and len(tail) == 2
 

@@ -222,7 +222,7 @@ def test_gan_step_trains_both_networks_and_the_ema(loss):
     ):
         assert not all(torch.equal(a, b) for a, b in zip(before, net.parameters()))
     # First step: the warmed-up decay is min(0.5, 1/10) = 0.1.
-    assert model.ema_decay_now() == pytest.approx(min(0.5, 2 / 11))
+    assert float(model.ema_decay_now()) == pytest.approx(min(0.5, 2 / 11))
     first = next(model.generator_ema.parameters())
     assert torch.allclose(first, 0.1 * g0[0] + 0.9 * next(model.generator.parameters()))
 

@@ -90,7 +90,7 @@ def to_signed(x: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def ema_update(average: nn.Module, model: nn.Module, decay: float) -> None:
+def ema_update(average: nn.Module, model: nn.Module, decay: float | torch.Tensor) -> None:
     """average <- decay * average + (1 - decay) * model; buffers (BN statistics) copied."""
     for a, p in zip(average.parameters(), model.parameters()):
         a.lerp_(p, 1.0 - decay)
@@ -145,11 +145,12 @@ class GAN(GenerativeModel):
         # Generator steps so far: warms the EMA up (and is saved in checkpoints).
         self.register_buffer("g_steps", torch.zeros((), dtype=torch.long))
 
-    def ema_decay_now(self) -> float:
+    def ema_decay_now(self) -> torch.Tensor:
         """The EMA decay, warmed up as min(decay, (1 + t) / (10 + t)): a fixed 0.999 would
-        still hold 40% of the random initial weights after 1,000 steps."""
-        t = int(self.g_steps)
-        return min(self.cfg.ema_decay, (1.0 + t) / (10.0 + t))
+        still hold 40% of the random initial weights after 1,000 steps. A 0-d tensor on the
+        model's device, so that no step waits for the host to read the counter."""
+        t = self.g_steps.float()
+        return ((1.0 + t) / (10.0 + t)).clamp(max=self.cfg.ema_decay)
 
     def networks(self) -> dict[str, nn.Module]:
         return {"generator": self.generator, "discriminator": self.discriminator}

@@ -191,13 +191,16 @@ class VAE(GenerativeModel):
         mu, logvar = self.encoder(x, labels).chunk(2, dim=1)
         return mu, logvar
 
-    def current_beta(self) -> float:
+    def current_beta(self) -> float | torch.Tensor:
+        """beta, ramped up over ``kl_warmup_steps``; while it ramps, a 0-d tensor on the
+        model's device, so that no step waits for the host to read the step counter."""
         warmup = self.cfg.kl_warmup_steps
-        ramp = min(1.0, int(self.steps_done) / warmup) if warmup else 1.0
-        return self.cfg.beta * ramp
+        if not warmup:
+            return self.cfg.beta
+        return self.cfg.beta * (self.steps_done.float() / warmup).clamp(max=1.0)
 
     def losses(
-        self, x: torch.Tensor, beta: float, labels: torch.Tensor | None = None
+        self, x: torch.Tensor, beta: float | torch.Tensor, labels: torch.Tensor | None = None
     ) -> dict[str, torch.Tensor]:
         mu, logvar = self.encode(x, labels)
         z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
@@ -223,7 +226,8 @@ class VAE(GenerativeModel):
         norms = self.update({"vae": terms["loss"]})
         self.steps_done += 1
         logs = {k: v.detach() for k, v in terms.items()}
-        logs["beta"] = terms["loss"].new_tensor(beta)  # on the model's device, like the rest
+        # on the model's device, like the rest
+        logs["beta"] = torch.as_tensor(beta, dtype=terms["loss"].dtype, device=terms["loss"].device)
         logs["grad_norm"] = norms["vae"]
         return logs
 
