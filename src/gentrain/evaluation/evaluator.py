@@ -273,7 +273,7 @@ class Evaluator:
         real = self._real_sets()["test"]
         real_labels = self.data.val_labels[: len(real)]
         per_class = []
-        for c in range(int(self.data.val_labels.max()) + 1):
+        for c in range(self.data.num_classes or int(self.data.val_labels.max()) + 1):
             fake_c, real_c = feats[labels == c], real[real_labels == c]
             if len(fake_c) > 1 and len(real_c) > 1:  # FID needs two images a side
                 per_class.append(self._fid(real_c, fake_c))

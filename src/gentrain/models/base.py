@@ -143,7 +143,9 @@ class GenerativeModel(nn.Module):
             return None
         return torch.arange(n, device=device) % self.num_classes
 
-    def labels_for(self, n: int, labels: torch.Tensor | None, device: torch.device) -> Any:
+    def labels_for(
+        self, n: int, labels: torch.Tensor | None, device: torch.device
+    ) -> torch.Tensor | None:
         """``labels`` checked for a conditional model (balanced ones when None), None for an
         unconditional one: what ``sample`` hands its networks."""
         if not self.conditional:
