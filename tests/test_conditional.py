@@ -211,3 +211,56 @@ def test_the_samples_grid_of_a_conditional_run_is_classes_by_columns(
     size = (10 * 30 + 2, 4 * 30 + 2)
     assert tuple(grids["samples"].shape) == (3, *size)
     assert Image.open(tmp_path / "run" / "images" / "samples.png").size == size[::-1]
+
+
+# --- warm starts ------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def cvae_run(tmp_path_factory, data_dir, cache_dir):
+    from test_warm_start import tiny_run
+
+    out = tmp_path_factory.mktemp("cvae")
+    return tiny_run(out, data_dir, cache_dir, "model.latent_dim=4", "model.conditional=true")
+
+
+MNIST = (1, 28, 28)
+
+
+def test_a_cvae_warm_starts_a_cvaegan_and_a_cgan(cvae_run):
+    from gentrain.warm_start import warm_start
+
+    source = _weights(cvae_run)
+    model = VAEGAN(VAEGANConfig(width=8, latent_dim=4, conditional=True), MNIST, 10)
+    summary = warm_start(model, cvae_run)
+    assert "a VAE at step 4" in summary and "Fresh: discriminator" in summary
+    copied = [k for k in model.state_dict() if k.startswith(("encoder.", "decoder."))]
+    # the label's parts too: the encoder's one-hot columns, conditional BatchNorm's embeddings
+    assert any(".scale." in k for k in copied)
+    for key in copied:
+        assert torch.equal(model.state_dict()[key], source[key]), key
+
+    gan = GAN(GANConfig(width=8, latent_dim=4, conditional=True), MNIST, 10)
+    warm_start(gan, cvae_run)
+    for key, value in gan.generator.state_dict().items():
+        assert torch.equal(value, source[f"decoder.{key}"]), key
+        assert torch.equal(gan.generator_ema.state_dict()[key], value)
+
+
+def test_an_unconditional_vae_into_a_cvaegan_is_refused_with_the_fix(tmp_path, data_dir, cache_dir):
+    from test_warm_start import tiny_run
+
+    from gentrain.errors import ConfigError
+    from gentrain.warm_start import warm_start
+
+    vae = tiny_run(tmp_path / "vae", data_dir, cache_dir, "model.latent_dim=4")
+    model = VAEGAN(VAEGANConfig(width=8, latent_dim=4, conditional=True), MNIST, 10)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(ConfigError) as info:
+        warm_start(model, vae)
+    message = str(info.value)
+    assert "the VAE's weights do not fit this VAEGAN" in message
+    # The label's 10 one-hot inputs are what does not fit, and the one knob that differs:
+    assert "encoder.head.weight: this model (8, 794), checkpoint encoder.head.weight (8, 784)" in (
+        message
+    )
+    assert "Fix: add model.conditional=false to this command (the source run's setting)" in message
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
