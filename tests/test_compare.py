@@ -30,6 +30,24 @@ def test_arms_subset_brings_its_source_and_bad_names_list_the_valid_ones(tmp_pat
     assert [a.name for a in arms] == ["vae", "vae_to_vaegan"]
     with pytest.raises(ConfigError, match="unknown arm.*vea.*has: vae, gan, vaegan, vae_to_vaegan"):
         load_arms(spec_path(), ["vea"])
+    with pytest.raises(ConfigError, match="sets: default, conditional"):
+        load_arms(spec_path(), ["conditionl"])
+    # No --arms: the default set; a set's name: its arms, in the file's order.
+    assert [a.name for a in load_arms(spec_path(), None)] == [
+        "vae",
+        "gan",
+        "vaegan",
+        "vae_to_vaegan",
+    ]
+    assert [a.name for a in load_arms(spec_path(), ["cvae_to_cvaegan", "gan"])] == [
+        "gan",
+        "cvae",
+        "cvae_to_cvaegan",
+    ]
+    bad_set = write_spec(tmp_path / "bad_set.yaml", {"a": {"overrides": ["model=vae"]}})
+    bad_set.write_text(bad_set.read_text() + "sets:\n  mine: [a, b]\n")
+    with pytest.raises(ConfigError, match="set 'mine' names unknown arm\\(s\\) b; arms: a"):
+        load_arms(bad_set, ["mine"])
     late = write_spec(
         tmp_path / "late.yaml",
         {
@@ -150,6 +168,7 @@ def test_report_numbers_are_the_runs_metrics(tmp_path):
     header, rows = summary["table"]["header"], summary["table"]["rows"]
     col = {name: i for i, name in enumerate(header)}
     vae, conv, floor = rows
+    assert "cond. accuracy ↑" not in header and "intra-FID ↓" not in header  # none is conditional
     fids = [values[("vae", s)]["val/fid"] for s in (0, 1)]
     assert vae[col["FID ↓"]] == f"{statistics.fmean(fids):.1f} ± {statistics.stdev(fids):.1f}"
     assert vae[col["−ELBO (nats) ↓"]] == "120.5 ± 0.7"
@@ -180,6 +199,48 @@ def test_report_numbers_are_the_runs_metrics(tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert sorted(summary["arms"]["conv"]["runs"]) == ["0"]
     assert "source run (vae) is not finished" in summary["arms"]["conv"]["status"]["1"]
+
+
+def test_report_shows_conditional_metrics_when_a_run_has_them(tmp_path):
+    out = tmp_path / "cmp"
+    arms = [
+        {"name": "gan", "label": "GAN", "init_from": None},
+        {"name": "cgan", "label": "cGAN", "init_from": None},
+    ]
+    runs = {}
+    for arm in ("gan", "cgan"):
+        for seed in (0, 1):
+            run_dir = out / "runs" / arm / f"seed_{seed}"
+            metrics = {"val/fid": 40.0, "val/fid_floor": 2.0, "eval/classifier_accuracy": 0.9876}
+            if arm == "cgan":
+                metrics.update({"val/cond_accuracy": 0.8 + 0.1 * seed, "val/intra_fid": 60.0})
+            fake_run(run_dir, metrics, [(10.0, 40.0)])
+            runs[f"{arm}/seed_{seed}"] = {
+                "arm": arm,
+                "seed": seed,
+                "dir": str(run_dir.relative_to(out)),
+                "status": "done",
+                "command": f"gentrain {arm}",
+            }
+    state = {"arms": arms, "seeds": [0, 1], "budget": ["trainer.max_epochs=3"], "runs": runs}
+    (out / "compare.json").write_text(json.dumps(state))
+    build_report(out)
+    summary = json.loads((out / "summary.json").read_text())
+    header, rows = summary["table"]["header"], summary["table"]["rows"]
+    gan, cgan, floor = (dict(zip(header, row, strict=True)) for row in rows)
+    # Beside the other sample-quality columns, before the likelihood ones.
+    assert (
+        header.index("recall ↑") < header.index("cond. accuracy ↑") < header.index("NLL (nats) ↓")
+    )
+    assert cgan["cond. accuracy ↑"] == "0.850 ± 0.071" and cgan["intra-FID ↓"] == "60.0 ± 0.0"
+    assert gan["cond. accuracy ↑"] == "—" and gan["intra-FID ↓"] == "—"
+    # Real test images with their true labels score the classifier's accuracy: the best case.
+    assert floor["cond. accuracy ↑"] == "0.988" and floor["intra-FID ↓"] == "—"
+    markdown = (out / "report.md").read_text()
+    assert "| cond. accuracy ↑ | intra-FID ↓ |" in markdown
+    assert "intra-FID is the mean over classes" in markdown
+    html = (out / "report.html").read_text()
+    assert "<th>cond. accuracy ↑</th>" in html and "0.850 ± 0.071" in html
 
 
 def test_tiny_comparison_end_to_end(tmp_path, data_dir, cache_dir, monkeypatch, capsys):
@@ -239,14 +300,36 @@ def test_tiny_comparison_end_to_end(tmp_path, data_dir, cache_dir, monkeypatch, 
 def test_every_arm_takes_the_command_line_dataset_and_shares_one_latent_size(tmp_path):
     from conftest import compose_config
 
-    from gentrain.comparison.arms import spec_path
+    from gentrain.comparison.arms import read_spec, spec_path
 
-    runs = plan_runs(load_arms(spec_path(), None), [0], ["dataset=fashion_mnist"], tmp_path)
+    arms = load_arms(spec_path(), list(read_spec(spec_path())[1]))  # every set's arms
+    assert len(arms) == len(read_spec(spec_path())[0])
+    runs = plan_runs(arms, [0], ["dataset=fashion_mnist"], tmp_path)
     for run in runs:
         overrides = [o for o in run.overrides if not o.startswith("hydra.")]
         cfg = compose_config([*overrides, f"paths.output_dir={run.run_dir}"])
         assert cfg.dataset.name == "fashion_mnist", run.key
         assert cfg.model.latent_dim == 32, run.key  # the grids' shared noise needs this
+
+
+def test_the_conditional_set_is_checked_and_planned_without_training(tmp_path, data_dir, capsys):
+    out = tmp_path / "cmp"
+    common = [f"paths.data_dir={data_dir}", "dataset.download=false", "dataset.limit=64"]
+    main(["--out", str(out), "--seeds", "0", "--arms", "conditional", "--dry-run", *common])
+    printed = capsys.readouterr().out
+    commands = [line for line in printed.splitlines() if line.startswith("gentrain ")]
+    assert [c.split()[1] for c in commands] == [
+        "experiment=cvae_mnist",
+        "experiment=cgan_mnist",
+        "experiment=cgan_mnist",
+        "experiment=cvaegan_mnist",
+        "experiment=cvaegan_mnist",
+    ]
+    assert "model.conditioning=acgan" in commands[2]
+    assert "model.conditioning" not in commands[1]  # the preset's: projection
+    assert commands[4].endswith("'init_from=<cvae/seed_0>'")  # its shapes checked already
+    assert "latent sizes differ" not in printed  # one noise for every arm's class grid
+    assert not out.exists()  # planned, nothing run or written
 
 
 def test_a_cell_says_how_many_seeds_it_averages():

@@ -137,3 +137,11 @@ def test_without_changed_knobs_the_latent_size_leads():
     assert values["model.parameters"] == 1234
     _, leading = hparams_for(flat, {}, ["beta"])
     assert "model.beta" in leading and "model.latent_dim" not in leading
+
+
+def test_a_conditional_run_charts_intra_fid_beside_fid_and_its_accuracy():
+    tags = {"val/fid", "val/fid_floor", "val/intra_fid", "val/cond_accuracy", "val/precision"}
+    charts = scalar_layout(tags, ["generator", "discriminator"])["FID vs floor"]
+    assert charts["FID"] == ["Multiline", [r"^(val/fid|val/fid_floor|val/intra_fid)$"]]
+    assert charts["conditional accuracy"] == ["Multiline", [r"^(val/cond_accuracy)$"]]
+    assert list(charts) == ["FID", "precision, recall", "conditional accuracy"]

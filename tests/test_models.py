@@ -91,17 +91,23 @@ def test_wgan_gp_with_batchnorm_in_d_is_refused():
 
 
 def _larsen_losses(
-    model: VAEGAN, x: torch.Tensor, gamma: float, beta: float, pixel_weight: float = 0.0
+    model: VAEGAN,
+    x: torch.Tensor,
+    gamma: float,
+    beta: float,
+    pixel_weight: float = 0.0,
+    y: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
-    """The paper's losses, written out independently of VAEGAN.losses."""
-    mu, logvar = model.encoder(x).chunk(2, dim=1)
+    """The paper's losses, written out independently of VAEGAN.losses; with labels ``y``
+    (the conditional model) every network reads them, prior samples drawn for them too."""
+    mu, logvar = model.encoder(x, y).chunk(2, dim=1)
     z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
-    logits_tilde = model.decoder(z)
+    logits_tilde = model.decoder(z, y)
     x_tilde = torch.sigmoid(logits_tilde)
-    x_p = torch.sigmoid(model.decoder(torch.randn_like(mu)))
+    x_p = torch.sigmoid(model.decoder(torch.randn_like(mu), y))
 
     def dis(v):
-        logit, feats = model.discriminator.forward_with_features(2 * v - 1, model.layer)
+        logit, feats = model.discriminator.forward_with_features(2 * v - 1, model.layer, y)
         return logit.squeeze(1), feats
 
     (l_x, f_x), (l_t, f_t), (l_p, _) = dis(x), dis(x_tilde), dis(x_p)
@@ -119,7 +125,8 @@ def _larsen_losses(
     }
 
 
-def test_vaegan_updates_each_network_from_its_own_loss_only():
+@pytest.mark.parametrize("classes", [0, 3], ids=["unconditional", "conditional"])
+def test_vaegan_updates_each_network_from_its_own_loss_only(classes):
     gamma, beta, pixel_weight = 0.5, 2.0, 0.7
     torch.manual_seed(0)
     cfg = VAEGANConfig(
@@ -132,9 +139,11 @@ def test_vaegan_updates_each_network_from_its_own_loss_only():
         # Spectral norm's power iteration moves its estimate on every training forward,
         # so separate passes would differ by ~1e-3 for a reason other than leakage.
         spectral_norm=False,
+        conditional=classes > 0,
     )
-    model = _with_optimizers(VAEGAN(cfg, SHAPE))
+    model = _with_optimizers(VAEGAN(cfg, SHAPE, classes))
     x = torch.rand(6, *SHAPE)
+    y = torch.tensor([0, 1, 2, 2, 1, 0]) if classes else None
     nets = {
         "encoder": model.encoder,
         "decoder": model.decoder,
@@ -144,11 +153,11 @@ def test_vaegan_updates_each_network_from_its_own_loss_only():
     expected = {}
     for name, net in nets.items():  # each gradient from a fresh forward: truly isolated
         torch.manual_seed(1)
-        loss = _larsen_losses(model, x, gamma, beta, pixel_weight)[name]
+        loss = _larsen_losses(model, x, gamma, beta, pixel_weight, y)[name]
         expected[name] = torch.autograd.grad(loss, list(net.parameters()))
 
     torch.manual_seed(1)
-    model.training_step(Batch(x))
+    model.training_step(Batch(x, y))
     for name, net in nets.items():
         got = [p.grad for p in net.parameters()]
         assert _relative_error(got, expected[name]) < 1e-4, name
@@ -156,9 +165,9 @@ def test_vaegan_updates_each_network_from_its_own_loss_only():
     # The check can fail: one backward of the summed losses (the known bug) gives the
     # decoder a different gradient, because -L_GAN's gradient leaks into it.
     torch.manual_seed(1)
-    total = sum(_larsen_losses(model, x, gamma, beta, pixel_weight).values())
+    total = sum(_larsen_losses(model, x, gamma, beta, pixel_weight, y).values())
     torch.manual_seed(1)
-    fresh = _larsen_losses(model, x, gamma, beta, pixel_weight)["decoder"]
+    fresh = _larsen_losses(model, x, gamma, beta, pixel_weight, y)["decoder"]
     leaked = torch.autograd.grad(total, list(model.decoder.parameters()))
     clean = torch.autograd.grad(fresh, list(model.decoder.parameters()))
     assert _relative_error(leaked, clean) > 1e-2

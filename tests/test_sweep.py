@@ -79,6 +79,49 @@ def test_seeds_are_aggregated_for_otherwise_identical_overrides():
     assert by_seed["model=gan"]["seeds"] == 1
 
 
+def test_conditional_metrics_are_columns_only_when_a_job_has_them(tmp_path):
+    from gentrain.sweep import jobs_table, shown_metrics, write_summary_files
+
+    def row(job, **metrics):
+        overrides = [f"model={job}", "seed=0"]
+        return {
+            "job": f"0_{job}",
+            "overrides": " ".join(overrides),
+            "status": "completed",
+            "error": "",
+            "_overrides": overrides,
+            **metrics,
+        }
+
+    plain = [row("gan", **{"val/fid": 40.0}), row("vae", **{"val/fid": 90.0})]
+    assert shown_metrics(plain, ["val/fid"]) == ["val/fid"]
+    mixed = [
+        *plain,
+        row("cgan", **{"val/fid": 30.0, "val/cond_accuracy": 0.97, "val/intra_fid": 55.0}),
+    ]
+    metrics = shown_metrics(mixed, ["val/fid"])
+    assert metrics == ["val/fid", "val/cond_accuracy", "val/intra_fid"]
+    assert shown_metrics(mixed, ["val/intra_fid"]) == ["val/intra_fid", "val/cond_accuracy"]
+
+    write_summary_files(tmp_path, mixed, metrics, "val/fid", [], set())
+    with open(tmp_path / "summary.csv") as f:
+        reader = csv.DictReader(f)
+        assert reader.fieldnames[3:6] == metrics  # beside the optimised metric
+        cells = [(r["val/cond_accuracy"], r["val/intra_fid"]) for r in reader]
+    assert cells == [("", ""), ("", ""), ("0.97", "55.0")]
+    assert json.loads((tmp_path / "summary.json").read_text())["metrics"] == metrics
+    table = {c.header: list(c.cells) for c in jobs_table(tmp_path, mixed, metrics, set()).columns}
+    assert table["val/cond_accuracy"] == ["-", "-", "0.97"] and table["val/intra_fid"][2] == "55"
+    plain_table = jobs_table(tmp_path, plain, shown_metrics(plain, ["val/fid"]), set())
+    assert [c.header for c in plain_table.columns] == [
+        "job",
+        "overrides (varying)",
+        "status",
+        "val/fid",
+        "wall s",
+    ]
+
+
 def _sweep(data_dir, cache_dir, tmp_path, *overrides):
     sweep_dir = tmp_path / "sweep"
     env = {**os.environ, "GENTRAIN_CACHE_DIR": str(cache_dir)}

@@ -4,13 +4,15 @@ same data, with the same budget, seeds and evaluation, and compare them in one r
 examples:
   gentrain-compare                                  # MNIST, 3 epochs a model, seeds 0,1,2
   gentrain-compare --seconds 300 dataset=fashion_mnist
+  gentrain-compare --arms conditional               # cVAE, cGAN (projection, ACGAN), cVAE-GAN
   gentrain-compare --out DIR                        # again: finished runs are kept, the rest resume
   gentrain-compare --report-only --out DIR          # rebuild the report from the run directories
 
 Each run is an ordinary ``gentrain`` command (printed, and listed in the report), with its
 own directory under ``DIR/runs/<arm>/seed_<n>``; the report (``report.md``, ``report.html``,
 grids, ``fid_vs_time.png``, ``summary.json``, ``tb/``) is built from those directories'
-``metrics.json`` and ``history.jsonl`` only. The arms are in ``configs/compare.yaml``.
+``metrics.json`` and ``history.jsonl`` only. The arms, and the sets of arms ``--arms``
+can name, are in ``configs/compare.yaml``.
 """
 
 from __future__ import annotations
@@ -22,7 +24,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gentrain.cli_help import command_parser
-from gentrain.comparison.arms import Arm, PlannedRun, display, load_arms, plan_runs, spec_path
+from gentrain.comparison.arms import (
+    Arm,
+    PlannedRun,
+    display,
+    load_arms,
+    plan_runs,
+    read_spec,
+    spec_path,
+)
 from gentrain.comparison.checks import check_runs, prepare_features
 from gentrain.comparison.runner import execute
 from gentrain.comparison.state import STATE_FILE, CompareState
@@ -59,7 +69,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="training-time budget per run instead of epochs (evaluation not counted)",
     )
     parser.add_argument(
-        "--arms", type=lambda text: text.split(","), help="comma-separated subset of the arms"
+        "--arms",
+        type=lambda text: text.split(","),
+        help="comma-separated arms or sets of arms (default: the set 'default'; "
+        "'conditional': the class-conditional models)",
     )
     parser.add_argument("--spec", type=Path, help="arms file (default configs/compare.yaml)")
     parser.add_argument("--report-only", action="store_true", help="rebuild the report only")
@@ -139,7 +152,7 @@ def plan_comparison(args: argparse.Namespace, out: Path) -> Comparison:
     first = check_runs(runs, time_budget=args.seconds is not None)
     state = CompareState(out)
     budget = overrides[: len(overrides) - len(args.overrides)]
-    order = [a.name for a in load_arms(spec, None)]
+    order = list(read_spec(spec)[0])  # every arm of the file, in its order
     plan = (arms, order, args.seeds, budget, args.overrides)
     state.merge_plan(*plan)
     return Comparison(arms, runs, first, state, plan)

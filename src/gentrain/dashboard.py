@@ -3,7 +3,8 @@
 TensorBoard's Time Series tab lists every scalar alphabetically; the Custom Scalars tab
 shows the charts a practitioner reads first, built here from the tags a run actually
 logged: each network's losses (train and validation on one chart), the discriminator's
-outputs, FID and KID against their real-data floor, learning rates and gradient norms.
+outputs, FID and KID against their real-data floor (a conditional model's intra-class FID
+beside FID, its conditional accuracy below), learning rates and gradient norms.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ NETWORK_TERMS = {
 }
 D_OUTPUTS = ("d_real", "d_fake", "d_recon", "d_prior")
 FLOORED = (("FID", "val/fid"), ("KID", "val/kid"))
+# A conditional model's intra-class FID, on its FID chart (the same feature space and scale).
+BESIDE = {"val/fid": ("val/intra_fid",)}
 
 # Logged once as a text table (they do not change during a run), not as scalar curves.
 FACT_PREFIXES = ("eval/",)
@@ -61,9 +64,12 @@ def scalar_layout(tags: set[str], networks: list[str]) -> dict[str, dict[str, li
         chart("discriminator outputs", split, shown)
     for title, tag in FLOORED:
         if tag in tags:
-            chart("FID vs floor", title, [t for t in (tag, f"{tag}_floor") if t in tags])
+            beside = (tag, f"{tag}_floor", *BESIDE.get(tag, ()))
+            chart("FID vs floor", title, [t for t in beside if t in tags])
     shown = [t for t in ("val/precision", "val/recall") if t in tags]
     chart("FID vs floor", "precision, recall", shown)
+    shown = [t for t in ("val/cond_accuracy",) if t in tags]
+    chart("FID vs floor", "conditional accuracy", shown)
     chart("learning rates", "lr", sorted(t for t in tags if t.startswith("lr/")))
     chart("gradient norms", "train", sorted(t for t in tags if t.startswith("train/grad_norm_")))
     return layout

@@ -37,11 +37,23 @@ COLUMNS = [
     ("IS ↑", "val/is", 2),
     ("precision ↑", "val/precision", 3),
     ("recall ↑", "val/recall", 3),
+    ("cond. accuracy ↑", "val/cond_accuracy", 3),
+    ("intra-FID ↓", "val/intra_fid", 1),
     ("NLL (nats) ↓", "val/nll_iwae", 1),
     ("−ELBO (nats) ↓", "val/neg_elbo", 1),
     ("recon MSE ↓", "val/recon_mse", 2),
 ]
 CUMULATIVE = {"train/seconds", "time/wall_seconds"}
+# Columns only a conditional model fills: shown when any run has them, so a comparison of
+# unconditional models gets no empty columns.
+CONDITIONAL = {"val/cond_accuracy", "val/intra_fid"}
+# The real-data row: the floors, and the classifier's accuracy on the real test images with
+# their true labels (what conditional accuracy is for a perfect conditional model).
+FLOOR_KEYS = {
+    "val/fid": "val/fid_floor",
+    "val/kid": "val/kid_floor",
+    "val/cond_accuracy": "eval/classifier_accuracy",
+}
 
 
 @dataclass
@@ -126,22 +138,27 @@ def cell(values: list[float | None], digits: int) -> str:
     return text if len(finite) == len(defined) else f"{text} (n={len(finite)} of {len(defined)})"
 
 
+def shown_columns(arms: list[ArmResult]) -> list[tuple[str, str, int]]:
+    """``COLUMNS``, less the conditional ones when no run has them."""
+    logged = {key for arm in arms for metrics in arm.runs.values() for key in metrics}
+    return [c for c in COLUMNS if c[1] not in CONDITIONAL or c[1] in logged]
+
+
 def table_rows(arms: list[ArmResult]) -> tuple[list[str], list[list[str]]]:
-    header = ["model", "seeds", *[c[0] for c in COLUMNS]]
+    columns = shown_columns(arms)
+    header = ["model", "seeds", *[c[0] for c in columns]]
     rows = []
-    floors: dict[str, list[float]] = {"val/fid_floor": [], "val/kid_floor": []}
     for arm in arms:
         row = [arm.label, str(len(arm.runs))]
-        for _, key, digits in COLUMNS:
+        for _, key, digits in columns:
             per_run = arm.costs if key in CUMULATIVE else arm.runs
             row.append(cell([m.get(key) for m in per_run.values()], digits))
         rows.append(row)
-        for key in floors:
-            floors[key] += [m[key] for m in arm.runs.values() if key in m]
-    floor = ["real data (floor)", "—", *["—"] * len(COLUMNS)]
-    for key, column in (("val/fid_floor", "FID ↓"), ("val/kid_floor", "KID ↓")):
-        index = 2 + [c[0] for c in COLUMNS].index(column)
-        floor[index] = cell(floors[key][:1], 1)  # the same real images in every run
+    floor = ["real data (floor)", "—"]
+    for _, key, digits in columns:
+        source = FLOOR_KEYS.get(key)
+        values = [m[source] for arm in arms for m in arm.runs.values() if source in m]
+        floor.append(cell(values[:1], digits))  # the same real images in every run
     rows.append(floor)
     return header, rows
 
@@ -299,6 +316,13 @@ def _notes(arms: list[ArmResult], seeds: list[int]) -> list[str]:
         "figures from papers. The floor is the same metric between two sets of real images.",
         "NLL is the importance-weighted bound (VAE only); −ELBO where the model defines one.",
     ]
+    if any(key in CONDITIONAL for key in (c[1] for c in shown_columns(arms))):
+        notes.append(
+            "Conditional models, sampled class-balanced: cond. accuracy is the share of samples "
+            "the dataset classifier reads as the class they were drawn for (its floor: the "
+            "classifier's accuracy on the real test images); intra-FID is the mean over classes "
+            "of the FID between a class's samples and its real test images."
+        )
     for arm in arms:
         if arm.source:
             source = next(a.label for a in arms if a.name == arm.source)

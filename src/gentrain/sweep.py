@@ -31,6 +31,9 @@ STATUS_FILE = "status.json"
 FIXED_KEYS_ENV = "GENTRAIN_SWEEP_FIXED_KEYS"
 # Values that are paths (or run-specific) would nest directories or say nothing: never in names.
 UNNAMED_KEYS = ("paths.", "hydra.", "trainer.resume", "optimized_metric", "dataset.path")
+# A conditional model's own measures (gentrain.evaluation): a column of the table and of
+# summary.csv whenever a job has them, none for an unconditional sweep.
+CONDITIONAL_METRICS = ("val/cond_accuracy", "val/intra_fid")
 
 
 def _key(override: str) -> str:
@@ -114,6 +117,12 @@ def read_sweep_jobs(sweep_dir: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def shown_metrics(rows: list[dict[str, Any]], metrics: list[str]) -> list[str]:
+    """The summary's metric columns: ``metrics``, then the conditional metrics any job has."""
+    extra = [m for m in CONDITIONAL_METRICS if m not in metrics and any(m in r for r in rows)]
+    return [*metrics, *extra]
+
+
 def shared_overrides(rows: list[dict[str, Any]]) -> set[str]:
     """The overrides every job has (the sweep's fixed settings)."""
     return set.intersection(*(set(r["_overrides"]) for r in rows)) if rows else set()
@@ -168,7 +177,7 @@ class SweepSummary(Callback):
             return
         rows = read_sweep_jobs(sweep_dir)
         optimized = str(config.get("optimized_metric", "val/fid"))
-        metrics = self.metrics or [optimized]
+        metrics = shown_metrics(rows, self.metrics or [optimized])
         by_seed = aggregate_over_seeds(rows, optimized)
         shared = shared_overrides(rows)
         write_summary_files(sweep_dir, rows, metrics, optimized, by_seed, shared)
@@ -209,6 +218,7 @@ def write_summary_files(
         writer.writerows(rows)
     payload = {
         "optimized_metric": optimized,
+        "metrics": metrics,  # the table's columns
         "shared_overrides": sorted(shared),
         "jobs": [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows],
         "over_seeds": by_seed,

@@ -55,14 +55,18 @@ def spec_path() -> Path:
     return config_dir() / "compare.yaml"
 
 
-def load_arms(path: Path, names: list[str] | None) -> list[Arm]:
-    """The arms of ``path`` (all, or ``names`` in that file's order), sources first."""
+DEFAULT_SET = "default"
+
+
+def read_spec(path: Path) -> tuple[dict[str, Arm], dict[str, list[str]]]:
+    """Every arm of ``path`` by name, in the file's order, and its named sets of arms
+    (``sets: {name: [arm, ...]}``; none if the file has no ``sets``)."""
     if not path.is_file():
         raise ConfigError(f"--spec {path}: no such file")
     spec = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
     if not isinstance(spec, dict) or not isinstance(spec.get("arms"), dict) or not spec["arms"]:
         raise ConfigError(f"{path}: expected a mapping `arms: {{name: {{label, overrides}}}}`")
-    arms = []
+    arms = {}
     for name, body in spec["arms"].items():
         if not isinstance(body, dict) or not isinstance(body.get("overrides"), list):
             raise ConfigError(f"{path}: arm {name!r} needs a list `overrides`")
@@ -72,35 +76,55 @@ def load_arms(path: Path, names: list[str] | None) -> list[Arm]:
                 f"{path}: arm {name!r} has unknown key(s) {sorted(unknown)}; "
                 "valid: label, overrides, init_from"
             )
-        arms.append(
-            Arm(
-                name=str(name),
-                label=str(body.get("label", name)),
-                overrides=[str(o) for o in body["overrides"]],
-                init_from=body.get("init_from"),
-            )
+        arms[str(name)] = Arm(
+            name=str(name),
+            label=str(body.get("label", name)),
+            overrides=[str(o) for o in body["overrides"]],
+            init_from=body.get("init_from"),
         )
-    by_name = {a.name: a for a in arms}
-    if names:
-        unknown = [n for n in names if n not in by_name]
+    sets = spec.get("sets") or {}
+    if not isinstance(sets, dict):
+        raise ConfigError(f"{path}: expected a mapping `sets: {{name: [arm, ...]}}`")
+    for name, members in sets.items():
+        if name in arms:
+            raise ConfigError(f"{path}: set {name!r} has the name of an arm; rename one")
+        if not isinstance(members, list) or not members:
+            raise ConfigError(f"{path}: set {name!r} needs a non-empty list of arms")
+        unknown = [str(m) for m in members if m not in arms]
         if unknown:
             raise ConfigError(
-                f"unknown arm(s) {', '.join(unknown)}; {path} has: {', '.join(by_name)}"
+                f"{path}: set {name!r} names unknown arm(s) {', '.join(unknown)}; "
+                f"arms: {', '.join(arms)}"
             )
-        wanted = set(names)
-        for arm in arms:  # a chosen warm-started arm brings its source along
-            if arm.name in wanted and arm.init_from:
-                wanted.add(arm.init_from)
-        arms = [a for a in arms if a.name in wanted]
+    return arms, {str(k): [str(m) for m in v] for k, v in sets.items()}
+
+
+def load_arms(path: Path, names: list[str] | None) -> list[Arm]:
+    """The arms of ``path`` named by ``names`` (arms, or sets of arms), in that file's
+    order, sources first. No ``names``: the ``default`` set if the file has one, else all."""
+    arms, sets = read_spec(path)
+    if not names:
+        names = sets.get(DEFAULT_SET, list(arms))
+    unknown = [n for n in names if n not in arms and n not in sets]
+    if unknown:
+        named_sets = f"; sets: {', '.join(sets)}" if sets else ""
+        raise ConfigError(
+            f"unknown arm(s) {', '.join(unknown)}; {path} has: {', '.join(arms)}{named_sets}"
+        )
+    wanted = {arm for n in names for arm in sets.get(n, [n])}
+    for arm in arms.values():  # a chosen warm-started arm brings its source along
+        if arm.name in wanted and arm.init_from:
+            wanted.add(arm.init_from)
+    chosen = [a for a in arms.values() if a.name in wanted]
     seen: set[str] = set()
-    for arm in arms:
+    for arm in chosen:
         if arm.init_from is not None and arm.init_from not in seen:
             raise ConfigError(
                 f"{path}: arm {arm.name!r} starts from {arm.init_from!r}, which must be an arm "
-                f"listed before it; arms: {', '.join(by_name)}"
+                f"listed before it; arms: {', '.join(arms)}"
             )
         seen.add(arm.name)
-    return arms
+    return chosen
 
 
 def plan_runs(
