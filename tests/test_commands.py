@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 from PIL import Image
 
 from gentrain import evaluate, sample
@@ -153,3 +154,104 @@ def test_every_help_opens_with_one_proper_sentence(command):
     assert sentence.startswith(f"{command}: "), sentence
     assert re.fullmatch(r"[\w-]+: [a-z][^`]*[a-z0-9)]\.", sentence), sentence
     assert "examples" in result.stdout.lower()
+
+
+# --- conditional models: --label ---------------------------------------------------------------
+@pytest.fixture(scope="module")
+def cvae_run(tmp_path_factory, data_dir, cache_dir):
+    out = tmp_path_factory.mktemp("cvae_run")
+    return _train_few_steps(out, data_dir, cache_dir, "model.conditional=true", "model.width=8")
+
+
+def _spy(monkeypatch, method):
+    """Record the labels that ``VAE.<method>`` is called with (and its images)."""
+    from gentrain.models.vae import VAE
+
+    calls, original = [], getattr(VAE, method)
+
+    def spy(self, x, labels=None):
+        calls.append((x.clone(), None if labels is None else labels.clone()))
+        return original(self, x, labels)
+
+    monkeypatch.setattr(VAE, method, spy)
+    return calls
+
+
+def test_sample_label_draws_that_class_by_index_or_name(cvae_run, monkeypatch):
+    calls = _spy(monkeypatch, "sample")
+    sample.main([str(cvae_run), "--device", "cpu", "-n", "9", "--label", "7"])
+    assert Image.open(cvae_run / "images" / "sample_7.png").size == (2 + 3 * 30, 2 + 3 * 30)
+    sample.main([str(cvae_run), "--device", "cpu", "-n", "9"])  # no label: each class in turn
+    (noise, sevens), (same_noise, default) = calls
+    assert sevens.tolist() == [7] * 9 and default.tolist() == [0, 1, 2, 3, 4, 5, 6, 7, 8]
+    assert torch.equal(noise, same_noise)  # the seed fixes the noise, the label the class
+
+
+def test_sample_label_all_is_one_row_per_class(cvae_run, capsys):
+    sample.main([str(cvae_run), "--device", "cpu", "-n", "3", "--label", "all"])
+    # 10 rows (classes) of 3 columns (styles), 28-px digits with 2-px padding
+    assert Image.open(cvae_run / "images" / "classes.png").size == (2 + 3 * 30, 2 + 10 * 30)
+    assert "rows, top to bottom: 0, 1, 2, 3, 4, 5, 6, 7, 8, 9" in capsys.readouterr().out
+
+
+def test_sample_label_export_and_real_interpolation_stay_in_the_class(
+    cvae_run, tmp_path, monkeypatch
+):
+    import numpy as np
+
+    from gentrain.restore import load_trained_run
+
+    calls = _spy(monkeypatch, "sample")
+    encodes = _spy(monkeypatch, "encode")
+    out = tmp_path / "threes.npz"
+    export = ["-n", "6", "--batch-size", "4", "--label", "3", "--output", str(out)]
+    sample.main([str(cvae_run), "--device", "cpu", *export])
+    assert np.load(out)["arr_0"].shape == (6, 28, 28, 3)
+    assert [labels.tolist() for _, labels in calls] == [[3] * 4, [3] * 2]
+    calls.clear()
+    walk = ["-n", "2", "--interpolate", "4", "--real", "--label", "3"]
+    sample.main([str(cvae_run), "--device", "cpu", *walk])
+    [(images, labels)] = encodes
+    data = load_trained_run(cvae_run, "cpu").data
+    threes = data.val[data.val_labels == 3].float() / 255
+    # both ends of each walk are test images of class 3, encoded and decoded as 3s
+    assert labels.tolist() == [3] * 4 and calls[0][1].tolist() == [3] * 8
+    assert all((threes == image).flatten(1).all(1).any() for image in images)
+
+
+def test_sample_reconstructs_a_conditional_model_with_the_images_labels(cvae_run, monkeypatch):
+    calls = _spy(monkeypatch, "reconstruct")
+    sample.main([str(cvae_run), "--device", "cpu", "-n", "4", "--reconstruct"])
+    sample.main([str(cvae_run), "--device", "cpu", "-n", "4", "--reconstruct", "--label", "5"])
+    (_, first), (_, fives) = calls
+    from gentrain.restore import load_trained_run
+
+    data = load_trained_run(cvae_run, "cpu").data
+    assert first.tolist() == data.val_labels[:4].tolist()  # the first test images, their labels
+    assert fives.tolist() == [5] * 4
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["--label", "10"],
+            "mnist has no such class; available: 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, all",
+        ),
+        (["--label", "seven"], "no such class"),
+        (["--label", "all", "--reconstruct"], "--label all draws the class grid"),
+        (["--label", "all", "--output", "x.npz"], "--label all draws the class grid"),
+    ],
+)
+def test_sample_refuses_a_label_it_cannot_draw(cvae_run, capsys, args, message):
+    with pytest.raises(SystemExit) as info:
+        sample.main([str(cvae_run), "--device", "cpu", *args])
+    assert info.value.code == 2
+    assert message in capsys.readouterr().out
+
+
+def test_sample_refuses_a_label_for_an_unconditional_model(vae_run, capsys):
+    with pytest.raises(SystemExit) as info:
+        sample.main([str(vae_run), "--device", "cpu", "--label", "7"])
+    assert info.value.code == 2
+    assert "is unconditional" in capsys.readouterr().out
