@@ -236,7 +236,9 @@ def draw(
             else a.unsqueeze(1) + t * (b - a).unsqueeze(1)
         )
         labels = None if row_labels is None else row_labels.repeat_interleave(steps)
-        return model.sample(z.flatten(0, 1), labels), steps, "interpolations" + suffix
+        walk = z.flatten(0, 1)  # codes between encodings, or noise for the model's prior
+        images = model.decode(walk, labels) if args.real else model.sample(walk, labels)
+        return images, steps, "interpolations" + suffix
     noise = model.sample_noise(args.num, generator).to(run.device)
     images = model.sample(noise, labels_of(run, label, args.num))
     return images, max(1, int(math.sqrt(args.num))), "sample" + suffix

@@ -396,6 +396,7 @@ class Trainer:
         self.finite.raise_if_diverged(self.checkpoint_path)
         self.epoch += 1
         self.batch_in_epoch = 0
+        model.fit_to_data(plan.loader.images, plan.loader.labels)  # counts as training time
         pause = time.perf_counter()
         self.clock.pause()
         metrics = self._validate(model, plan)
@@ -419,6 +420,10 @@ class Trainer:
         """Validate a run stopped mid-epoch, save what is unsaved, return the metrics."""
         self.finite.raise_if_diverged(self.checkpoint_path)
         if self.batch_in_epoch or not metrics:  # stopped mid-epoch: still validate
+            if not stop:  # a signal's stop saves at once, with the last epoch's fit
+                self.clock.start()  # training time, as at an epoch's end
+                model.fit_to_data(plan.loader.images, plan.loader.labels)
+                self.clock.pause()
             metrics = self._validate(model, plan)
             if not stop:
                 metrics.update(self._evaluate(model, final=True))

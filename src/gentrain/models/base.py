@@ -20,6 +20,7 @@ from torch import nn
 
 from gentrain.data.batch import Batch
 from gentrain.errors import ConfigError
+from gentrain.models.latent_prior import LatentPrior, posterior_means
 from gentrain.optim import OptimizerFactory
 from gentrain.registry import MODELS
 
@@ -51,6 +52,8 @@ class GenerativeModel(nn.Module):
         self._networks: dict[str, nn.Module] = {}
         # trainer.precision=16-mixed: one loss scaler per optimiser (gentrain.precision)
         self.grad_scalers: dict[str, torch.amp.GradScaler] = {}
+        # what an autoencoder's samples are drawn from, fitted by ``fit_to_data`` (None: N(0, I))
+        self.latent_prior: LatentPrior | None = None
 
     @classmethod
     def from_config(
@@ -91,6 +94,22 @@ class GenerativeModel(nn.Module):
         """Reconstructions of ``x`` (only for models with an encoder; a conditional one
         needs the images' labels)."""
         raise NotImplementedError(f"{type(self).__name__} has no encoder")
+
+    @torch.no_grad()
+    def fit_to_data(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> None:
+        """Fit what the model estimates from its training set beside its gradient steps: the
+        ``latent_prior`` of an autoencoder (``posterior_means`` of uint8 ``images``). The
+        trainer calls it at the end of every epoch (and of training), before validation,
+        evaluation, grids and the checkpoint; nothing for other models."""
+        if self.latent_prior is not None:
+            labels = labels if self.conditional else None
+            codes, code_labels = posterior_means(self, images, labels, self.latent_prior.fit_images)
+            self.latent_prior.fit(codes, code_labels)
+
+    def prior_codes(self, noise: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """The codes that standard normal ``noise`` stands for under ``latent_prior`` (of
+        classes ``labels``, for a conditional model)."""
+        return noise if self.latent_prior is None else self.latent_prior(noise, labels)
 
     # --- shared helpers ---------------------------------------------------------------
     def recommended_optimizer(self) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from torch.distributions import ContinuousBernoulli
 from gentrain.data.batch import Batch
 from gentrain.errors import ConfigError, require_at_least
 from gentrain.models.base import GenerativeModel
+from gentrain.models.latent_prior import check_prior_config, latent_prior_for
 from gentrain.models.nets import ConvDecoder, ConvEncoder, check_architecture
 from gentrain.registry import MODELS
 
@@ -47,6 +48,11 @@ class VAEConfig:
     decoder_norm: str = "batch"  # batch | none
     encoder_norm: str = "none"  # batch | none (none matches the VAE-GAN's, for init_from)
     binarize: bool = True  # dynamic binarisation: train on x ~ Bernoulli(pixels)
+    # Samples' codes: 0 draws them from N(0, I); K > 0 from a K-component Gaussian mixture
+    # fitted to the posterior means of prior_fit_images training images at each epoch's end
+    # (Ghosh et al. 2020). The ELBO and the NLL keep N(0, I). See models/latent_prior.py.
+    prior_components: int = 20
+    prior_fit_images: int = 20_000
     conditional: bool = False  # cVAE: the class label into encoder and decoder
     num_classes: int | None = None  # conditional: null = the dataset's (checked if set)
 
@@ -61,6 +67,7 @@ class VAEConfig:
         if self.likelihood_scale <= 0:
             raise ConfigError(f"model.likelihood_scale must be > 0, got {self.likelihood_scale}")
         require_at_least(self, "model", 0, "beta", "kl_warmup_steps", "free_bits")
+        check_prior_config(self)
         if self.binarize and self.likelihood != "bernoulli":
             raise ConfigError(
                 f"model.likelihood={self.likelihood} models grey levels, but model.binarize=true "
@@ -181,6 +188,7 @@ class VAE(GenerativeModel):
             self.pixel_log_scale = nn.Parameter(initial)
         # Counts optimiser steps for the KL warm-up; a buffer so checkpoints carry it.
         self.register_buffer("steps_done", torch.zeros((), dtype=torch.long))
+        self.latent_prior = latent_prior_for(cfg, num_classes)
 
     def networks(self) -> dict[str, nn.Module]:
         return {"vae": self}  # one optimiser for encoder, decoder (and a learned scale)
@@ -278,10 +286,15 @@ class VAE(GenerativeModel):
     @torch.no_grad()
     def sample(self, noise: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         labels = self.labels_for(len(noise), labels, noise.device)
-        return self._mean_image(self.decoder(noise, labels))
+        return self.decode(self.prior_codes(noise, labels), labels)
+
+    @torch.no_grad()
+    def decode(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """The mean image of codes ``z`` (of classes ``labels``)."""
+        return self._mean_image(self.decoder(z, labels))
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         labels = self.batch_labels(Batch(x, labels))
         mu, _ = self.encode(x, labels)
-        return self._mean_image(self.decoder(mu, labels))
+        return self.decode(mu, labels)

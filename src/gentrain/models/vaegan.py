@@ -49,6 +49,7 @@ from gentrain.models.adversarial import (
 )
 from gentrain.models.base import GenerativeModel
 from gentrain.models.gan import to_signed
+from gentrain.models.latent_prior import check_prior_config, latent_prior_for
 from gentrain.models.nets import ConvDecoder, ConvEncoder, check_architecture
 from gentrain.models.vae import gaussian_kl, posterior_encoder
 from gentrain.registry import MODELS
@@ -80,9 +81,15 @@ class VAEGANConfig:
     margin: float = 0.35
     conditional: bool = False  # the label into encoder, decoder and discriminator
     num_classes: int | None = None  # conditional: null = the dataset's (checked if set)
+    # Samples' codes: 0 draws them from N(0, I) (the paper); K > 0 from a K-component
+    # Gaussian mixture fitted to the posterior means of prior_fit_images training images
+    # at each epoch's end (Ghosh et al. 2020). Training is unchanged. models/latent_prior.py
+    prior_components: int = 20
+    prior_fit_images: int = 20_000
 
     def __post_init__(self) -> None:
         check_loss(self.gan_loss, LOGISTIC_LOSSES, key="model.gan_loss")
+        check_prior_config(self)
         check_architecture(self.family, self.depth, self.width, self.d_norm, self.encoder_norm)
         require_at_least(self, "model", 1, "latent_dim")
         if self.feature_layer == 0:
@@ -136,6 +143,7 @@ class VAEGAN(GenerativeModel):
                 f"use 1..{blocks} or -1..-{blocks}"
             )
         self.layer = layer
+        self.latent_prior = latent_prior_for(cfg, num_classes)
 
     def networks(self) -> dict[str, nn.Module]:
         return {
@@ -265,7 +273,8 @@ class VAEGAN(GenerativeModel):
 
     @torch.no_grad()
     def sample(self, noise: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        return self.decode(noise, self.labels_for(len(noise), labels, noise.device))
+        labels = self.labels_for(len(noise), labels, noise.device)
+        return self.decode(self.prior_codes(noise, labels), labels)
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
