@@ -63,7 +63,14 @@ def main() -> None:
             for i in range(0, len(test), 500)
         ]
     rows.append(
-        ("reconstructions", 0.0, evaluator.score_images(torch.cat(recon).clamp(0, 1).cpu()))
+        (
+            "reconstructions",
+            0.0,
+            evaluator.score_images(
+                torch.cat(recon).clamp(0, 1).cpu(),
+                None if test_labels is None else test_labels.cpu(),
+            ),
+        )
     )
 
     keys = ["val/fid", "val/kid", "val/is", "val/precision", "val/recall"]

@@ -255,3 +255,21 @@ def test_sample_refuses_a_label_for_an_unconditional_model(vae_run, capsys):
         sample.main([str(vae_run), "--device", "cpu", "--label", "7"])
     assert info.value.code == 2
     assert "is unconditional" in capsys.readouterr().out
+
+
+def test_numeric_class_names_are_read_as_names_not_indices():
+    from types import SimpleNamespace
+
+    from gentrain.errors import GentrainError
+
+    # an image_folder with folders 10, 2, 3 (sorted as strings): "2" is index 1
+    run = SimpleNamespace(
+        model=SimpleNamespace(conditional=True, num_classes=3),
+        data=SimpleNamespace(class_names=["10", "2", "3"], name="image_folder"),
+        config=None,
+    )
+    assert sample.parse_label(run, "2") == 1 and sample.parse_label(run, "10") == 0
+    with pytest.raises(GentrainError, match="no such class; available: 0 \\(10\\), 1 \\(2\\)"):
+        sample.parse_label(run, "1")  # an index that is not a name: refused, not class "2"
+    with pytest.raises(GentrainError, match="no such class"):
+        sample.parse_label(run, "²")  # a digit to str.isdigit, no number to int()

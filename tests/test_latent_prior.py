@@ -57,6 +57,9 @@ def test_a_conditional_prior_draws_each_class_from_its_own_mixture():
     assert torch.isfinite(drawn).all()
     near = torch.cdist(drawn, codes[1800:1802]).min(1).values  # each draw sits by one code
     assert float(near.max()) < 0.1
+    tail = torch.tensor([[9.0, 0.0, 0.0], [-9.0, 0.0, 0.0]])  # past every float CDF bound
+    edge = few(tail, torch.ones(2, dtype=torch.long))
+    assert float(torch.cdist(edge, codes[1800:1802]).min(1).values.max()) < 0.1
     absent = LatentPrior(3, 2, classes=3)  # class 2 has no codes: it draws from all of them
     absent.fit(codes, labels)
     z = absent(noise, torch.full((2000,), 2))

@@ -101,7 +101,8 @@ def parse_label(run: TrainedRun, label: str | None) -> int | None:
         return ALL_CLASSES
     if label in names:
         return names.index(label)
-    if label.isdigit() and int(label) < model.num_classes:
+    numeric_names = all(name.isdecimal() for name in names)  # folders 2, 3, 10: names only
+    if label.isdecimal() and int(label) < model.num_classes and not numeric_names:
         return int(label)
     shown = ", ".join(name if name == str(i) else f"{i} ({name})" for i, name in enumerate(names))
     raise GentrainError(
@@ -229,15 +230,21 @@ def draw(
             a = model.sample_noise(rows, generator).to(run.device)
             b = model.sample_noise(rows, generator).to(run.device)
             row_labels = labels_of(run, label, rows)
+        # Walks between codes (encodings, or a fitted prior's codes of the noise: the
+        # mixture's map of noise jumps between components) are straight lines; between
+        # noise vectors of N(0, I), great circles, where Gaussian noise has its mass.
+        in_codes = args.real or model.latent_prior is not None
+        if in_codes and not args.real:
+            a, b = model.prior_codes(a, row_labels), model.prior_codes(b, row_labels)
         t = torch.linspace(0, 1, steps, device=run.device).view(1, steps, 1)
         z = (
-            slerp(a.unsqueeze(1), b.unsqueeze(1), t)
-            if not args.real
-            else a.unsqueeze(1) + t * (b - a).unsqueeze(1)
+            a.unsqueeze(1) + t * (b - a).unsqueeze(1)
+            if in_codes
+            else slerp(a.unsqueeze(1), b.unsqueeze(1), t)
         )
         labels = None if row_labels is None else row_labels.repeat_interleave(steps)
-        walk = z.flatten(0, 1)  # codes between encodings, or noise for the model's prior
-        images = model.decode(walk, labels) if args.real else model.sample(walk, labels)
+        walk = z.flatten(0, 1)
+        images = model.decode(walk, labels) if in_codes else model.sample(walk, labels)
         return images, steps, "interpolations" + suffix
     noise = model.sample_noise(args.num, generator).to(run.device)
     images = model.sample(noise, labels_of(run, label, args.num))

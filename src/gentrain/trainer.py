@@ -396,7 +396,9 @@ class Trainer:
         self.finite.raise_if_diverged(self.checkpoint_path)
         self.epoch += 1
         self.batch_in_epoch = 0
+        fitting = time.perf_counter()
         model.fit_to_data(plan.loader.images, plan.loader.labels)  # counts as training time
+        window.exclude(time.perf_counter() - fitting)  # but is no step: not in images/s
         pause = time.perf_counter()
         self.clock.pause()
         metrics = self._validate(model, plan)

@@ -54,7 +54,7 @@ class LatentPrior(nn.Module):
         with none, the mixture of all codes."""
         from sklearn.mixture import GaussianMixture
 
-        codes = codes.double().cpu()
+        codes = codes.cpu().double()  # float64 on the CPU: MPS has no float64
         for c in range(self.classes):
             own = codes if self.classes == 1 else codes[labels.cpu() == c]
             own = own if len(own) else codes  # a class absent from the fit images: all codes
@@ -75,18 +75,21 @@ class LatentPrior(nn.Module):
         becomes that coordinate again; then z = mean_k + L_k noise. An exact sample."""
         if not bool(self.fitted):  # sampling only, never in a training step
             return noise
-        rows = torch.zeros(len(noise), dtype=torch.long, device=noise.device)
+        # The component, in float64 on the CPU (MPS has no float64)
+        rows = torch.zeros(len(noise), dtype=torch.long)
         if self.classes > 1:
-            rows = labels.to(noise.device)
-        weights = self.weights.double()[rows]  # (N, K)
+            rows = labels.cpu()
+        weights = self.weights.cpu().double()[rows]  # (N, K)
         upper = weights.cumsum(1)
-        u = torch.special.ndtr(noise[:, :1].double())  # (N, 1)
-        k = torch.searchsorted(upper, u, right=True).clamp(max=self.components - 1)
-        width = weights.gather(1, k)
+        upper = upper / upper[:, -1:]  # exactly 1 at the end: no draw falls past it
+        u = torch.special.ndtr(noise[:, :1].cpu().double())  # (N, 1)
+        last = (weights > 0).sum(1, keepdim=True) - 1  # components past it have weight 0
+        k = torch.minimum(torch.searchsorted(upper, u, right=True), last)
+        width = upper.gather(1, k) - torch.where(k > 0, upper.gather(1, (k - 1).clamp(min=0)), 0)
         inside = ((u - (upper.gather(1, k) - width)) / width).clamp(1e-12, 1 - 1e-12)
-        first = (math.sqrt(2.0) * torch.special.erfinv(2.0 * inside - 1.0)).to(noise.dtype)
-        eps = torch.cat([first, noise[:, 1:]], dim=1)
-        k = k.squeeze(1)
+        first = math.sqrt(2.0) * torch.special.erfinv(2.0 * inside - 1.0)
+        eps = torch.cat([first.to(noise), noise[:, 1:]], dim=1)
+        rows, k = rows.to(noise.device), k.squeeze(1).to(noise.device)
         tril = self.scale_tril[rows, k]
         return self.means[rows, k] + (tril @ eps.unsqueeze(-1)).squeeze(-1)
 
