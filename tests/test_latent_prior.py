@@ -126,3 +126,17 @@ def test_training_fits_the_prior_before_evaluation_and_checkpoints_carry_it(
     plain = load_trained_run(tmp_path / "plain", "cpu")
     assert plain.model.latent_prior is None
     assert torch.equal(plain.model.sample(noise), plain.model.decode(noise))
+
+
+def test_the_fit_counts_as_training_time_but_not_in_images_per_second(make_config, monkeypatch):
+    import time
+
+    from gentrain.train import train
+
+    monkeypatch.setattr(VAE, "fit_to_data", lambda self, images, labels=None: time.sleep(1.0))
+    cfg = make_config("model.width=8", "eval.enabled=false")
+    metrics = train(cfg)
+    images = metrics["step"] * cfg.trainer.batch_size
+    assert metrics["train/seconds"] > 1.0  # time-to-quality: the fit is part of training
+    # images/s of the steps alone: as if the second of fitting had not been there
+    assert metrics["train/images_per_sec"] > images / (metrics["train/seconds"] - 0.9)

@@ -219,6 +219,7 @@ class Trainer:
         self.epoch = 0
         self.batch_in_epoch = 0
         self.clock = Stopwatch()  # training time: evaluation and start-up left out
+        self.fit_seconds = 0.0  # of it, fitting to the data outside the steps (fit_to_data)
         # Wall time since the caller started its clock (data loading included), carried
         # over on resume so a resumed run reports all it cost.
         self.wall_clock = wall_clock or Stopwatch()
@@ -396,9 +397,7 @@ class Trainer:
         self.finite.raise_if_diverged(self.checkpoint_path)
         self.epoch += 1
         self.batch_in_epoch = 0
-        fitting = time.perf_counter()
-        model.fit_to_data(plan.loader.images, plan.loader.labels)  # counts as training time
-        window.exclude(time.perf_counter() - fitting)  # but is no step: not in images/s
+        window.exclude(self._fit_to_data(model, plan))
         pause = time.perf_counter()
         self.clock.pause()
         metrics = self._validate(model, plan)
@@ -424,7 +423,7 @@ class Trainer:
         if self.batch_in_epoch or not metrics:  # stopped mid-epoch: still validate
             if not stop:  # a signal's stop saves at once, with the last epoch's fit
                 self.clock.start()  # training time, as at an epoch's end
-                model.fit_to_data(plan.loader.images, plan.loader.labels)
+                self._fit_to_data(model, plan)
                 self.clock.pause()
             metrics = self._validate(model, plan)
             if not stop:
@@ -443,7 +442,8 @@ class Trainer:
             )
         seconds = self.clock.seconds  # all of the run's training, resumed parts included
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-        rate = self.step * self.cfg.batch_size / seconds if seconds > 0 else 0.0
+        stepping = seconds - self.fit_seconds  # images/s: of the steps alone
+        rate = self.step * self.cfg.batch_size / stepping if stepping > 0 else 0.0
         return {
             **metrics,
             "train/images_per_sec": rate,
@@ -453,6 +453,15 @@ class Trainer:
             "epoch": float(self.epoch),
             **plan.runaway.metrics(),
         }
+
+    def _fit_to_data(self, model: GenerativeModel, plan: TrainingPlan) -> float:
+        """The model's fit to its training images outside the steps (an autoencoder's latent
+        prior): training time, but no step, so it is kept out of images/s. Its seconds."""
+        started = time.perf_counter()
+        model.fit_to_data(plan.loader.images, plan.loader.labels)
+        seconds = time.perf_counter() - started
+        self.fit_seconds += seconds
+        return seconds
 
     def _log_validation(self, model: GenerativeModel, metrics: dict[str, float]) -> None:
         """A validation's record in history.jsonl, the dashboard's layout, fresh grids."""
