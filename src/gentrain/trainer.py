@@ -448,6 +448,7 @@ class Trainer:
             **metrics,
             "train/images_per_sec": rate,
             "train/seconds": self.clock.seconds,
+            "train/fit_seconds": self.fit_seconds,  # of which fit_to_data (not in images/s)
             "model/parameters": float(trainable),
             "step": float(self.step),
             "epoch": float(self.epoch),
@@ -561,6 +562,7 @@ class Trainer:
                 "batch_in_epoch": self.batch_in_epoch,
                 "rng": rng_state(),
                 "train_seconds": self.clock.seconds,
+                "fit_seconds": self.fit_seconds,
                 "wall_seconds": self.wall_clock.seconds,
                 "fixed_noise": self.fixed_noise,
                 "trainer": asdict(self.cfg),
@@ -590,6 +592,7 @@ class Trainer:
         self.batch_in_epoch = int(state["batch_in_epoch"])
         self.fixed_noise = state["fixed_noise"].cpu()
         self.clock = Stopwatch(float(state.get("train_seconds", 0.0)))
+        self.fit_seconds = float(state.get("fit_seconds", 0.0))
         self.wall_clock.credit(float(state.get("wall_seconds", 0.0)))
         set_rng_state(state["rng"])
         self.world.restore_rng(state["rng"])
