@@ -21,6 +21,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from gentrain.errors import ConfigError, require_at_least
+
 
 class LatentPrior(nn.Module):
     """``forward(noise, labels)``: codes to decode. N(0, I) noise itself until ``fit``, then
@@ -85,8 +87,8 @@ class LatentPrior(nn.Module):
         u = torch.special.ndtr(noise[:, :1].cpu().double())  # (N, 1)
         last = (weights > 0).sum(1, keepdim=True) - 1  # components past it have weight 0
         k = torch.minimum(torch.searchsorted(upper, u, right=True), last)
-        width = upper.gather(1, k) - torch.where(k > 0, upper.gather(1, (k - 1).clamp(min=0)), 0)
-        inside = ((u - (upper.gather(1, k) - width)) / width).clamp(1e-12, 1 - 1e-12)
+        lower = torch.cat([torch.zeros_like(upper[:, :1]), upper[:, :-1]], dim=1).gather(1, k)
+        inside = ((u - lower) / (upper.gather(1, k) - lower)).clamp(1e-12, 1 - 1e-12)
         first = math.sqrt(2.0) * torch.special.erfinv(2.0 * inside - 1.0)
         eps = torch.cat([first.to(noise), noise[:, 1:]], dim=1)
         rows, k = rows.to(noise.device), k.squeeze(1).to(noise.device)
@@ -104,8 +106,6 @@ def latent_prior_for(cfg: Any, num_classes: int = 0) -> LatentPrior | None:
 
 def check_prior_config(cfg: Any) -> None:
     """``prior_components`` >= 0 and enough fit images for the mixture, as config errors."""
-    from gentrain.errors import ConfigError, require_at_least
-
     require_at_least(cfg, "model", 0, "prior_components")
     if cfg.prior_components and cfg.prior_fit_images < cfg.prior_components:
         raise ConfigError(
