@@ -12,6 +12,11 @@ BatchNorm) and D judges (x, y): by default with a projection head (Miyato & Koya
 2018), or, with ``conditioning=acgan``, with an auxiliary classifier whose cross-entropy
 on real and generated images is added to D's loss and on generated ones to G's (Odena
 et al. 2017). Generated images get uniformly drawn labels.
+
+An unconditional GAN with ``code_classes`` K > 0 is an InfoGAN (Chen et al. 2016): G also
+takes a categorical code read from its noise (``models/latent_code.py``) and an auxiliary
+head on D learns to recover it from generated images, its cross-entropy weighted by
+``info_weight`` in both players' losses. No labels are read; the code finds the modes.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from gentrain.models.adversarial import (
 )
 from gentrain.models.augment import augment, parse_policy
 from gentrain.models.base import GenerativeModel
+from gentrain.models.latent_code import noise_for_codes, split_code
 from gentrain.models.nets import ConvDecoder, ConvEncoder, check_architecture
 from gentrain.registry import MODELS
 
@@ -63,6 +69,8 @@ class GANConfig:
     num_classes: int | None = None  # conditional: null = the dataset's (checked if set)
     conditioning: str = "projection"  # conditional D: projection | acgan
     acgan_weight: float = 1.0  # conditioning=acgan: weight of the class cross-entropy
+    code_classes: int = 0  # InfoGAN: a categorical code with this many values (0: none)
+    info_weight: float = 1.0  # code_classes > 0: weight of the code's cross-entropy
 
     def __post_init__(self) -> None:
         check_loss(self.loss, GAN_KINDS)
@@ -81,7 +89,16 @@ class GANConfig:
             )
         if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
             raise ConfigError(f"model.ema_decay must be in (0, 1) or null, got {self.ema_decay}")
-        require_at_least(self, "model", 0, "gp_weight", "r1_gamma", "acgan_weight")
+        require_at_least(
+            self, "model", 0, "gp_weight", "r1_gamma", "acgan_weight", "code_classes", "info_weight"
+        )
+        if self.code_classes == 1:
+            raise ConfigError("model.code_classes=1 is a code with one value; use 0 (none) or >= 2")
+        if self.code_classes and self.conditional:
+            raise ConfigError(
+                "model.code_classes (InfoGAN's unsupervised code) and model.conditional=true "
+                "(the labels) both choose what G draws; set one of them"
+            )
 
 
 def to_signed(x: torch.Tensor) -> torch.Tensor:
@@ -126,16 +143,23 @@ class GAN(GenerativeModel):
     ) -> None:
         super().__init__(image_shape, cfg.latent_dim, num_classes)
         self.cfg = cfg
-        arch = {"family": cfg.family, "depth": cfg.depth, "num_classes": num_classes}
+        self.code_classes = 0 if num_classes else cfg.code_classes
+        # What G's class inputs and D's class head stand for: labels, or InfoGAN's code.
+        arch = {
+            "family": cfg.family,
+            "depth": cfg.depth,
+            "num_classes": num_classes or self.code_classes,
+        }
         self.generator = ConvDecoder(image_shape, cfg.width, cfg.latent_dim, "batch", **arch)
         self.acgan = bool(num_classes) and cfg.conditioning == "acgan"
+        self.auxiliary = self.acgan or bool(self.code_classes)  # D has a class head
         self.discriminator = ConvEncoder(
             image_shape,
             cfg.width,
             1,
             cfg.d_norm,
             spectral_norm=cfg.spectral_norm,
-            conditioning="auxiliary" if self.acgan else "projection",
+            conditioning="auxiliary" if self.auxiliary else "projection",
             **arch,
         )
         self.augment_policy = parse_policy(cfg.augment)
@@ -168,11 +192,17 @@ class GAN(GenerativeModel):
     ) -> torch.Tensor:
         return torch.sigmoid((generator or self.generator)(noise, labels))
 
-    def fake_labels(self, n: int, device: torch.device) -> torch.Tensor | None:
-        """Uniformly drawn classes for ``n`` generated images (None: unconditional)."""
-        if not self.conditional:
-            return None
-        return torch.randint(self.num_classes, (n,), device=device)
+    def generator_inputs(
+        self, noise: torch.Tensor, labels: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(noise, classes) that G takes for standard normal ``noise``: a conditional model's
+        ``labels`` (uniformly drawn when None), InfoGAN's code read from the noise, or none."""
+        if self.code_classes:
+            codes, noise = split_code(noise, self.code_classes)
+            return noise, codes
+        if self.conditional and labels is None:
+            labels = torch.randint(self.num_classes, (len(noise),), device=noise.device)
+        return noise, labels
 
     def critic(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """D's logit for images in [0, 1] (of class ``labels``, with a projection D)."""
@@ -187,7 +217,7 @@ class GAN(GenerativeModel):
         x = to_signed(x)
         if self.augment_policy and self.training:
             x = augment(x, self.augment_policy)
-        if self.acgan:
+        if self.auxiliary:
             flat, _ = self.discriminator.trunk(x)
             logit = self.discriminator.head_output(flat)
             return logit.squeeze(1), self.discriminator.class_head(flat)
@@ -218,6 +248,10 @@ class GAN(GenerativeModel):
             )
             loss = loss + self.cfg.acgan_weight * class_loss
             logs["d_class_loss"] = class_loss
+        if self.code_classes:  # Q recovers the code of generated images only
+            info_loss = F.cross_entropy(classes_fake, fake_labels)
+            loss = loss + self.cfg.info_weight * info_loss
+            logs["info_loss"] = info_loss
         if self.cfg.loss == "wgan_gp":
             penalty = gradient_penalty(lambda v: self.critic(v, real_labels), real, fake)
             loss = loss + self.cfg.gp_weight * penalty
@@ -233,18 +267,21 @@ class GAN(GenerativeModel):
         n = x.shape[0]
         for _ in range(self.cfg.n_critic):  # the same real batch, fresh noise each time
             with torch.no_grad():
-                fake_labels = self.fake_labels(n, x.device)
-                fake = self.generate(torch.randn(n, self.latent_dim, device=x.device), fake_labels)
+                noise, fake_labels = self.generator_inputs(
+                    torch.randn(n, self.latent_dim, device=x.device)
+                )
+                fake = self.generate(noise, fake_labels)
             loss_d, d_logs = self.discriminator_losses(x, fake, labels, fake_labels)
             norms = self.update({"discriminator": loss_d})
         grad_norm_d = norms["discriminator"]
 
-        fake_labels = self.fake_labels(n, x.device)
-        fake = self.generate(torch.randn(n, self.latent_dim, device=x.device), fake_labels)
+        noise, fake_labels = self.generator_inputs(torch.randn(n, self.latent_dim, device=x.device))
+        fake = self.generate(noise, fake_labels)
         d_fake, classes_fake = self.critic_outputs(fake, fake_labels)
         loss_g = generator_loss(self.cfg.loss, d_fake)
-        if self.acgan:
-            loss_g = loss_g + self.cfg.acgan_weight * F.cross_entropy(classes_fake, fake_labels)
+        if self.auxiliary:
+            weight = self.cfg.acgan_weight if self.acgan else self.cfg.info_weight
+            loss_g = loss_g + weight * F.cross_entropy(classes_fake, fake_labels)
         grad_norm_g = self.update({"generator": loss_g})["generator"]
         if self.generator_ema is not None:
             ema_update(self.generator_ema, self.generator, self.ema_decay_now())
@@ -264,8 +301,10 @@ class GAN(GenerativeModel):
 
     def validation_step(self, batch: Batch) -> dict[str, torch.Tensor]:
         x, labels = batch.images, self.batch_labels(batch)
-        fake_labels = self.balanced_labels(len(x), x.device)
-        noise = torch.randn(x.shape[0], self.latent_dim, device=x.device)
+        noise, fake_labels = self.generator_inputs(
+            torch.randn(x.shape[0], self.latent_dim, device=x.device),
+            self.balanced_labels(len(x), x.device),
+        )
         fake = self.generate(noise, fake_labels, self._sampler())
         d_real, d_fake = self.critic(x, labels), self.critic(fake, fake_labels)
         return {
@@ -277,5 +316,21 @@ class GAN(GenerativeModel):
 
     @torch.no_grad()
     def sample(self, noise: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        labels = self.labels_for(len(noise), labels, noise.device)
+        noise, labels = self.generator_inputs(
+            noise, self.labels_for(len(noise), labels, noise.device)
+        )
         return self.generate(noise, labels, self._sampler())
+
+    @torch.no_grad()
+    def previews(self, noise: torch.Tensor, real: Batch) -> dict[str, tuple[torch.Tensor, int]]:
+        """The samples grid, and for an InfoGAN a ``codes`` grid: one row per code value,
+        one column per style (the same noise otherwise), which shows what the code learnt."""
+        grids = super().previews(noise, real)
+        if self.code_classes:
+            columns = max(1, int(len(noise) ** 0.5))
+            codes = torch.arange(self.code_classes, device=noise.device)
+            codes = codes.repeat_interleave(columns)
+            styles = noise[:columns].repeat(self.code_classes, 1)
+            images = self.sample(noise_for_codes(styles, codes, self.code_classes))
+            grids["codes"] = (images.clamp(0, 1), columns)
+        return grids

@@ -1,0 +1,41 @@
+"""InfoGAN's categorical latent code, read from the generator's standard normal noise.
+
+An unconditional GAN must map one connected noise space onto the data's separate modes
+(MNIST's ten digits), so some of its samples fall between modes. InfoGAN (Chen et al.
+2016) gives G a categorical code c ~ Cat(K) beside z and makes c recoverable from
+G(z, c) by an auxiliary head Q on D, trained with the cross-entropy (a lower bound on the
+mutual information I(c; G(z, c))); on MNIST the code learns the digit classes without
+labels, and G gets a discrete choice of mode.
+
+The code is a deterministic function of the noise, not a second input: the first noise
+coordinate's normal CDF picks c, and its position inside c's share of [0, 1) becomes that
+coordinate again. So c is uniform, the remapped noise is still standard normal and
+independent of c, and fixed noise, seeds, ``gentrain-compare``'s shared noise and the
+sampling commands keep their meaning for a model with a code.
+"""
+
+from __future__ import annotations
+
+import torch
+
+_EDGE = 1e-6  # keeps the remapped coordinate's quantile finite
+
+
+def split_code(noise: torch.Tensor, classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(codes, noise'): the code in 0..classes-1 that each row of standard normal ``noise``
+    stands for, and the noise with its first coordinate remapped to be independent of it."""
+    u = torch.special.ndtr(noise[:, 0].double()) * classes
+    codes = u.floor().clamp_(0, classes - 1)
+    within = (u - codes).clamp_(_EDGE, 1.0 - _EDGE)
+    rest = noise.clone()
+    rest[:, 0] = torch.special.ndtri(within).to(noise.dtype)
+    return codes.long(), rest
+
+
+def noise_for_codes(noise: torch.Tensor, codes: torch.Tensor, classes: int) -> torch.Tensor:
+    """Noise that ``split_code`` reads as (``codes``, ``noise``): the inverse map, so a
+    code grid holds each column's style fixed while the code changes."""
+    out = noise.clone()
+    within = torch.special.ndtr(noise[:, 0].double()).clamp(_EDGE, 1.0 - _EDGE)
+    out[:, 0] = torch.special.ndtri((codes.double() + within) / classes).to(noise.dtype)
+    return out
