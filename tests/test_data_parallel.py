@@ -137,7 +137,10 @@ def test_two_ranks_train_the_same_model_as_one_process(make_config, tmp_path):
     """Same global batch of 32, 3 steps: the weights, BatchNorm statistics included, agree to
     float rounding, for each model. SGD, because Adam turns the rounding noise of gradients
     that are zero in exact arithmetic (a bias before BatchNorm) into whole steps of lr."""
-    steps = [*TINY, "optimizer=sgd", "optimizer.lr=0.01"]
+    # NCHW: its CPU kernels round alike at local batch 16 and global batch 32; channels_last's
+    # blocked kernels do not, and three SGD steps of the VAE amplify that rounding past any
+    # tolerance (the layouts' agreement to rounding is test_precision's).
+    steps = [*TINY, "optimizer=sgd", "optimizer.lr=0.01", "trainer.channels_last=false"]
     configs = {m: [*f"model={m}".split(), *steps, "trainer.max_steps=3"] for m in MODELS}
     for i, common in enumerate(configs.values()):
         train(make_config(*common, output_dir=tmp_path / f"one{i}"))

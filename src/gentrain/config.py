@@ -45,7 +45,7 @@ class TrainerConfig:
     on_runaway: str = "warn"  # exploding/collapsing losses: warn | stop | off (gentrain.runaway)
     sync_batchnorm: bool = True  # data-parallel runs: BatchNorm statistics of the global batch
     precision: str = "32"  # 32 | bf16 | 16-mixed (autocast; GradScaler per optimiser)
-    channels_last: bool = False  # NHWC weights and batches (faster convolutions on GPUs)
+    channels_last: bool = True  # NHWC weights and batches: 16-20 % faster on CPU too (README)
     compile: bool = False  # torch.compile each network
 
     def __post_init__(self) -> None:

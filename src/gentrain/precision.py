@@ -4,12 +4,13 @@
   needed) or ``16-mixed`` (autocast to float16, with a ``GradScaler`` per optimiser,
   since each network is stepped on its own gradient: ``GenerativeModel.update``). Only
   the forward passes run under autocast; gradients and optimiser steps stay float32.
-* ``channels_last``: the networks' weights and every batch in NHWC memory order, which
-  tensor-core convolutions prefer.
+* ``channels_last`` (on by default): the networks' weights and every batch in NHWC memory
+  order, which tensor-core convolutions prefer and which made every preset 16-20 % faster
+  on the 2-core CPU too.
 * ``compile``: ``torch.compile`` of each network's ``forward`` (in place, so checkpoint
   keys do not change).
 
-All three keep a model's numbers the same up to rounding; none is needed on a CPU. See
+All three keep a model's numbers the same up to rounding. See
 README, "Multi-GPU and clusters", for what they measured.
 """
 
