@@ -21,10 +21,15 @@ import torch
 _EDGE = 1e-6  # keeps the remapped coordinate's quantile finite
 
 
+def _exact(t: torch.Tensor) -> torch.Tensor:
+    """``t`` in float64 for the CDF arithmetic, float32 where the device has no float64."""
+    return t.float() if t.device.type == "mps" else t.double()
+
+
 def split_code(noise: torch.Tensor, classes: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(codes, noise'): the code in 0..classes-1 that each row of standard normal ``noise``
     stands for, and the noise with its first coordinate remapped to be independent of it."""
-    u = torch.special.ndtr(noise[:, 0].double()) * classes
+    u = torch.special.ndtr(_exact(noise[:, 0])) * classes
     codes = u.floor().clamp_(0, classes - 1)
     within = (u - codes).clamp_(_EDGE, 1.0 - _EDGE)
     rest = noise.clone()
@@ -36,6 +41,6 @@ def noise_for_codes(noise: torch.Tensor, codes: torch.Tensor, classes: int) -> t
     """Noise that ``split_code`` reads as (``codes``, ``noise``): the inverse map, so a
     code grid holds each column's style fixed while the code changes."""
     out = noise.clone()
-    within = torch.special.ndtr(noise[:, 0].double()).clamp(_EDGE, 1.0 - _EDGE)
-    out[:, 0] = torch.special.ndtri((codes.double() + within) / classes).to(noise.dtype)
+    within = torch.special.ndtr(_exact(noise[:, 0])).clamp(_EDGE, 1.0 - _EDGE)
+    out[:, 0] = torch.special.ndtri((codes.to(within.dtype) + within) / classes).to(noise.dtype)
     return out
