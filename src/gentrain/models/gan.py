@@ -327,7 +327,7 @@ class GAN(GenerativeModel):
         one column per style (the same noise otherwise), which shows what the code learnt."""
         grids = super().previews(noise, real)
         if self.code_classes:
-            columns = max(1, int(len(noise) ** 0.5))
+            columns = grids["samples"][1]  # as many styles as the samples grid has columns
             codes = torch.arange(self.code_classes, device=noise.device)
             codes = codes.repeat_interleave(columns)
             styles = noise[:columns].repeat(self.code_classes, 1)
