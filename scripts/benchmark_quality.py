@@ -2,7 +2,7 @@
 
     python scripts/benchmark_quality.py --seconds 900                  # vae, gan, vaegan
     python scripts/benchmark_quality.py --presets gan_mnist --seconds 300 --device cuda
-    python scripts/benchmark_quality.py --presets vae_mnist_nll --seconds 1800 \\
+    python scripts/benchmark_quality.py --presets vae_mnist_mlp --seconds 1800 \\
         --nll-samples 5000 --nll-images 10000                           # Burda et al.'s NLL
     python scripts/benchmark_quality.py --presets cgan_mnist cvae_mnist cvaegan_mnist
 

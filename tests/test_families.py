@@ -12,19 +12,21 @@ from gentrain.errors import ConfigError
 from gentrain.models.adversarial import r1_penalty
 from gentrain.models.augment import augment, cutout, parse_policy, translation
 from gentrain.models.gan import GAN, GANConfig
-from gentrain.models.nets import FAMILIES, ConvDecoder, ConvEncoder
+from gentrain.models.nets import FAMILIES, ImageDecoder, ImageEncoder
 from gentrain.models.vae import VAE, VAEConfig, discretized_logistic_nll, free_bits_kl
 from gentrain.models.vaegan import VAEGAN, VAEGANConfig
 from gentrain.optim import OptimizerConfig, OptimizerFactory
 from gentrain.train import train
 from gentrain.warm_start import warm_start
 
+CONV_FAMILIES = [f for f in FAMILIES if f != "mlp"]
 
-@pytest.mark.parametrize("family", FAMILIES)
+
+@pytest.mark.parametrize("family", CONV_FAMILIES)
 @pytest.mark.parametrize(("shape", "sides"), [((1, 28, 28), [14, 7]), ((3, 32, 32), [16, 8, 4])])
-def test_every_family_maps_images_to_vectors_and_back(family, shape, sides):
-    encoder = ConvEncoder(shape, 8, 5, norm="batch", spectral_norm=True, family=family, depth=1)
-    decoder = ConvDecoder(shape, 8, 3, family=family, depth=1)
+def test_every_conv_family_maps_images_to_vectors_and_back(family, shape, sides):
+    encoder = ImageEncoder(shape, 8, 5, norm="batch", spectral_norm=True, family=family, depth=1)
+    decoder = ImageDecoder(shape, 8, 3, family=family, depth=1)
     x = torch.rand(2, *shape)
     assert encoder(x).shape == (2, 5)
     assert encoder.num_blocks == len(sides)
@@ -34,10 +36,37 @@ def test_every_family_maps_images_to_vectors_and_back(family, shape, sides):
     assert decoder(torch.randn(2, 3)).shape == (2, *shape)
 
 
+@pytest.mark.parametrize("num_classes", [0, 10])
+@pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32)])
+def test_the_mlp_has_depth_plus_one_hidden_layers_of_16_width_units(shape, num_classes):
+    labels = torch.arange(2) if num_classes else None
+    conditioning = "projection" if num_classes else "concat"
+    encoder = ImageEncoder(
+        shape,
+        4,
+        5,
+        "batch",
+        True,
+        "mlp",
+        depth=2,
+        num_classes=num_classes,
+        conditioning=conditioning,
+    )
+    decoder = ImageDecoder(shape, 4, 3, "batch", "mlp", depth=2, num_classes=num_classes)
+    x = torch.rand(2, *shape)
+    assert encoder(x, labels).shape == (2, 5)
+    assert encoder.num_blocks == 3
+    for layer in (1, 2, 3):
+        assert encoder.forward_with_features(x, layer, labels)[1].shape == (2, 64)
+    assert decoder(torch.randn(2, 3), labels).shape == (2, *shape)
+    hidden = [m for m in decoder.modules() if isinstance(m, torch.nn.Linear)]
+    assert [m.out_features for m in hidden] == [64, 64, 64, math.prod(shape)]
+
+
 def test_64px_images_get_four_levels_in_the_resnet():
-    encoder = ConvEncoder((3, 64, 64), 8, 1, family="resnet", depth=0)
+    encoder = ImageEncoder((3, 64, 64), 8, 1, family="resnet", depth=0)
     assert encoder.num_blocks == 4
-    assert ConvDecoder((3, 64, 64), 8, 4, family="resnet", depth=0)(torch.randn(1, 4)).shape == (
+    assert ImageDecoder((3, 64, 64), 8, 4, family="resnet", depth=0)(torch.randn(1, 4)).shape == (
         1,
         3,
         64,
@@ -45,19 +74,19 @@ def test_64px_images_get_four_levels_in_the_resnet():
     )
 
 
-@pytest.mark.parametrize("family", ["dcgan_deep", "resnet"])
+@pytest.mark.parametrize("family", ["dcgan_deep", "resnet", "mlp"])
 def test_depth_adds_layers(family):
     def count(depth):
         return sum(
             p.numel()
-            for p in ConvDecoder((1, 28, 28), 8, 4, family=family, depth=depth).parameters()
+            for p in ImageDecoder((1, 28, 28), 8, 4, family=family, depth=depth).parameters()
         )
 
     assert count(0) < count(1) < count(2)
 
 
 def test_unknown_family_lists_the_valid_ones():
-    with pytest.raises(ConfigError, match="available: dcgan, dcgan_deep, resnet"):
+    with pytest.raises(ConfigError, match="available: dcgan, dcgan_deep, resnet, mlp"):
         GANConfig(family="stylegan")
     with pytest.raises(ConfigError, match="model.depth must be >= 0"):
         VAEConfig(depth=-1)
@@ -204,7 +233,7 @@ def _tiny(make_config, out, *overrides):
     )
 
 
-@pytest.mark.parametrize("family", ["dcgan_deep", "resnet"])
+@pytest.mark.parametrize("family", ["dcgan_deep", "resnet", "mlp"])
 def test_warm_start_between_matching_families(make_config, tmp_path, family):
     arch = [f"model.family={family}", "model.latent_dim=4", "model.encoder_norm=batch"]
     _tiny(make_config, tmp_path / "vae", "model=vae", *arch, "trainer.max_epochs=1")

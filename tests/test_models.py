@@ -207,7 +207,7 @@ def test_vaegan_gate_really_skips_the_discriminator(monkeypatch):
 
 
 def test_vaegan_feature_layer_out_of_range_lists_the_valid_ones():
-    with pytest.raises(ConfigError, match="has 2 conv blocks; use 1..2"):
+    with pytest.raises(ConfigError, match="has 2 blocks; use 1..2"):
         VAEGAN(VAEGANConfig(width=4, latent_dim=3, feature_layer=4), SHAPE)
 
 

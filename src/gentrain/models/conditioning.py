@@ -3,7 +3,7 @@
 - Decoders and generators: the label's one-hot vector is appended to the latent, and
   every BatchNorm becomes a *conditional* BatchNorm whose scale and shift are the label's
   rows of two embeddings (de Vries et al. 2017; Miyato & Koyama 2018 for GANs).
-- Encoders, by ``ConvEncoder(conditioning=...)``:
+- Encoders, by ``ImageEncoder(conditioning=...)``:
   ``concat`` appends the one-hot label to the features before the head (the cVAE's
   q(z|x, y), Sohn et al. 2015); ``projection`` adds the inner product of a label
   embedding with those features to the logit (the projection discriminator, Miyato &
@@ -33,19 +33,27 @@ class ConditionalBatchNorm2d(nn.Module):
     """
 
     takes_labels = True
+    batch_norm: type[nn.modules.batchnorm._BatchNorm] = nn.BatchNorm2d
 
     def __init__(self, channels: int, num_classes: int) -> None:
         super().__init__()
-        self.norm = nn.BatchNorm2d(channels, affine=False)
+        self.norm = self.batch_norm(channels, affine=False)
         self.scale = nn.Embedding(num_classes, channels)
         self.shift = nn.Embedding(num_classes, channels)
         nn.init.ones_(self.scale.weight)
         nn.init.zeros_(self.shift.weight)
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        scale = self.scale(labels).view(-1, x.shape[1], 1, 1)
-        shift = self.shift(labels).view(-1, x.shape[1], 1, 1)
-        return self.norm(x) * scale + shift
+        per_channel = (-1, x.shape[1]) + (1,) * (x.dim() - 2)
+        return self.norm(x) * self.scale(labels).view(per_channel) + self.shift(labels).view(
+            per_channel
+        )
+
+
+class ConditionalBatchNorm1d(ConditionalBatchNorm2d):
+    """The same for feature vectors (the ``mlp`` family's hidden layers)."""
+
+    batch_norm = nn.BatchNorm1d
 
 
 def run_with_labels(layers: nn.Sequential, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -42,7 +42,7 @@ from gentrain.models.adversarial import (
 from gentrain.models.augment import augment, parse_policy
 from gentrain.models.base import GenerativeModel
 from gentrain.models.latent_code import noise_for_codes, split_code
-from gentrain.models.nets import ConvDecoder, ConvEncoder, check_architecture
+from gentrain.models.nets import ImageDecoder, ImageEncoder, check_architecture
 from gentrain.registry import MODELS
 
 GAN_KINDS = ("nonsaturating", "hinge", "lsgan", "wgan_gp")
@@ -53,9 +53,9 @@ CONDITIONINGS = ("projection", "acgan")
 class GANConfig:
     name: str = "gan"
     latent_dim: int = 64
-    family: str = "dcgan_deep"  # dcgan | dcgan_deep | resnet (see models/nets.py)
-    width: int = 32  # channels of G's last and D's first conv level; doubles per level
-    depth: int = 1  # dcgan_deep / resnet: extra 3x3 convs / residual blocks per level
+    family: str = "dcgan_deep"  # dcgan | dcgan_deep | resnet | mlp (see models/nets.py)
+    width: int = 32  # channels of G's last and D's first conv level (mlp: 16x units)
+    depth: int = 1  # extra 3x3 convs / residual blocks per level; mlp: depth + 1 layers
     loss: str = "nonsaturating"  # nonsaturating | hinge | lsgan | wgan_gp
     gp_weight: float = 10.0  # lambda of the WGAN-GP gradient penalty
     n_critic: int = 1  # D updates per G update
@@ -150,10 +150,10 @@ class GAN(GenerativeModel):
             "depth": cfg.depth,
             "num_classes": num_classes or self.code_classes,
         }
-        self.generator = ConvDecoder(image_shape, cfg.width, cfg.latent_dim, "batch", **arch)
+        self.generator = ImageDecoder(image_shape, cfg.width, cfg.latent_dim, "batch", **arch)
         self.acgan = bool(num_classes) and cfg.conditioning == "acgan"
         self.auxiliary = self.acgan or bool(self.code_classes)  # D has a class head
-        self.discriminator = ConvEncoder(
+        self.discriminator = ImageEncoder(
             image_shape,
             cfg.width,
             1,

@@ -25,7 +25,7 @@ from gentrain.data.batch import Batch
 from gentrain.errors import ConfigError, require_at_least
 from gentrain.models.base import GenerativeModel
 from gentrain.models.latent_prior import check_prior_config, latent_prior_for
-from gentrain.models.nets import ConvDecoder, ConvEncoder, check_architecture
+from gentrain.models.nets import ImageDecoder, ImageEncoder, check_architecture
 from gentrain.registry import MODELS
 
 LIKELIHOODS = ("bernoulli", "continuous_bernoulli", "discretized_logistic", "gaussian", "laplace")
@@ -35,9 +35,9 @@ LIKELIHOODS = ("bernoulli", "continuous_bernoulli", "discretized_logistic", "gau
 class VAEConfig:
     name: str = "vae"
     latent_dim: int = 32
-    family: str = "dcgan_deep"  # dcgan | dcgan_deep | resnet (see models/nets.py)
-    width: int = 32  # channels of the first conv level; doubles per level
-    depth: int = 1  # dcgan_deep / resnet: extra 3x3 convs / residual blocks per level
+    family: str = "dcgan_deep"  # dcgan | dcgan_deep | resnet | mlp (see models/nets.py)
+    width: int = 32  # channels of the first conv level, doubling per level (mlp: 16x units)
+    depth: int = 1  # extra 3x3 convs / residual blocks per level; mlp: depth + 1 layers
     # bernoulli (BCE) | continuous_bernoulli | discretized_logistic (8-bit pixels, learned
     # scale) | gaussian (MSE) | laplace (L1)
     likelihood: str = "bernoulli"
@@ -77,11 +77,11 @@ class VAEConfig:
 
 def posterior_encoder(
     cfg: Any, image_shape: tuple[int, int, int], num_classes: int = 0
-) -> ConvEncoder:
+) -> ImageEncoder:
     """q(z|x) (q(z|x, y) with classes) as a conv encoder to each latent's mean and
     log-variance: the VAE's and the VAE-GAN's (same config keys), so that init_from maps
     one onto the other."""
-    return ConvEncoder(
+    return ImageEncoder(
         image_shape,
         cfg.width,
         2 * cfg.latent_dim,
@@ -179,7 +179,7 @@ class VAE(GenerativeModel):
         self.cfg = cfg
         arch = {"family": cfg.family, "depth": cfg.depth, "num_classes": num_classes}
         self.encoder = posterior_encoder(cfg, image_shape, num_classes)
-        self.decoder = ConvDecoder(
+        self.decoder = ImageDecoder(
             image_shape, cfg.width, cfg.latent_dim, norm=cfg.decoder_norm, **arch
         )
         self.pixel_log_scale = None  # the discretised logistic's learned log s per channel

@@ -50,7 +50,7 @@ from gentrain.models.adversarial import (
 from gentrain.models.base import GenerativeModel
 from gentrain.models.gan import to_signed
 from gentrain.models.latent_prior import check_prior_config, latent_prior_for
-from gentrain.models.nets import ConvDecoder, ConvEncoder, check_architecture
+from gentrain.models.nets import ImageDecoder, ImageEncoder, check_architecture
 from gentrain.models.vae import gaussian_kl, posterior_encoder
 from gentrain.registry import MODELS
 
@@ -59,9 +59,9 @@ from gentrain.registry import MODELS
 class VAEGANConfig:
     name: str = "vaegan"
     latent_dim: int = 32
-    family: str = "dcgan_deep"  # dcgan | dcgan_deep | resnet, for all three networks
-    width: int = 32  # channels of the first conv level of each network; doubles per level
-    depth: int = 1  # dcgan_deep / resnet: extra 3x3 convs / residual blocks per level
+    family: str = "dcgan_deep"  # dcgan | dcgan_deep | resnet | mlp, for all three networks
+    width: int = 32  # channels of each first conv level, doubling per level (mlp: 16x units)
+    depth: int = 1  # extra 3x3 convs / residual blocks per level; mlp: depth + 1 layers
     beta: float = 1.0  # weight on L_prior in the encoder's loss (the paper's 1)
     gamma: float = 1.0  # weight on L_llike in the decoder's loss (the paper's gamma)
     # Weight of a pixel-space Bernoulli NLL added to the encoder's and decoder's losses
@@ -124,8 +124,8 @@ class VAEGAN(GenerativeModel):
         self.cfg = cfg
         arch = {"family": cfg.family, "depth": cfg.depth, "num_classes": num_classes}
         self.encoder = posterior_encoder(cfg, image_shape, num_classes)
-        self.decoder = ConvDecoder(image_shape, cfg.width, cfg.latent_dim, norm="batch", **arch)
-        self.discriminator = ConvEncoder(
+        self.decoder = ImageDecoder(image_shape, cfg.width, cfg.latent_dim, norm="batch", **arch)
+        self.discriminator = ImageEncoder(
             image_shape,
             cfg.width,
             1,
@@ -139,7 +139,7 @@ class VAEGAN(GenerativeModel):
         if not 1 <= layer <= blocks:
             raise ConfigError(
                 f"model.feature_layer={cfg.feature_layer}, but the discriminator for "
-                f"{image_shape[1]}x{image_shape[2]} images has {blocks} conv blocks; "
+                f"{image_shape[1]}x{image_shape[2]} images has {blocks} blocks; "
                 f"use 1..{blocks} or -1..-{blocks}"
             )
         self.layer = layer
