@@ -290,3 +290,33 @@ def test_new_families_and_recipes_resume_bit_identically(make_config, tmp_path, 
     assert a["step"] == b["step"] == 8
     for key in a["model"]:
         assert torch.equal(a["model"][key], b["model"][key]), key
+
+
+def test_the_ema_generator_samples_with_batchnorm_statistics_of_its_own():
+    torch.manual_seed(0)
+    model = _optimised(GAN(GANConfig(width=4, latent_dim=3), (1, 16, 16)))
+    for _ in range(3):
+        model.training_step(Batch(torch.rand(8, 1, 16, 16)))
+    model.eval()
+
+    def running_mean(network):
+        return next(
+            m for m in network.modules() if isinstance(m, torch.nn.BatchNorm2d)
+        ).running_mean
+
+    copied = running_mean(model.generator_ema).clone()
+    assert torch.equal(copied, running_mean(model.generator))  # ema_update copies the live G's
+    noise = torch.randn(6, 3)
+    state = torch.random.get_rng_state()
+    samples = model.sample(noise)
+    assert torch.equal(torch.random.get_rng_state(), state)  # a private, seeded draw
+    assert not torch.allclose(running_mean(model.generator_ema), copied)
+    # A checkpoint's statistics are recomputed after loading too, to the same values.
+    corrupted = {
+        key: value + 5.0
+        if key.startswith("generator_ema.") and key.endswith("running_mean")
+        else value
+        for key, value in model.state_dict().items()
+    }
+    model.load_state_dict(corrupted)
+    assert torch.equal(model.sample(noise), samples)

@@ -5,7 +5,8 @@ The generator is a decoder from N(0, I) noise to image logits (images are
 encoder to one logit, both from a network family of ``models/nets.py``. Losses:
 non-saturating (default), hinge, least-squares, or Wasserstein with gradient penalty;
 ``n_critic`` D updates per G update; spectral norm on D (default); R1 penalty; DiffAugment
-on D's inputs; an EMA copy of G for samples and evaluation.
+on D's inputs; an EMA copy of G for samples and evaluation, sampling with BatchNorm
+statistics of its own (``standing_statistics``).
 
 With ``conditional``, G(z, y) draws class y (one-hot y appended to z, conditional
 BatchNorm) and D judges (x, y): by default with a projection head (Miyato & Koyama
@@ -115,6 +116,28 @@ def ema_update(average: nn.Module, model: nn.Module, decay: float | torch.Tensor
         a.copy_(b)
 
 
+@torch.no_grad()
+def standing_statistics(network: nn.Module, inputs: list[tuple]) -> None:
+    """Recompute ``network``'s BatchNorm statistics as the average over its forward passes
+    on ``inputs`` (Brock et al. 2019's "standing statistics"). An EMA generator needs them:
+    the running statistics it copies belong to the live generator's weights, not its own.
+    """
+    norms = [m for m in network.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return
+    momenta = [m.momentum for m in norms]
+    was_training = network.training
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # a cumulative average over the passes
+    network.train()
+    for args in inputs:
+        network(*args)
+    network.train(was_training)
+    for norm, momentum in zip(norms, momenta):
+        norm.momentum = momentum
+
+
 @MODELS.register("gan")
 class GAN(GenerativeModel):
     """Generator G(z) and discriminator D(x), trained adversarially."""
@@ -168,6 +191,8 @@ class GAN(GenerativeModel):
             self.generator_ema = copy.deepcopy(self.generator).requires_grad_(False)
         # Generator steps so far: warms the EMA up (and is saved in checkpoints).
         self.register_buffer("g_steps", torch.zeros((), dtype=torch.long))
+        self._standing_step = -1  # the step at which generator_ema's statistics were made
+        self.register_load_state_dict_post_hook(lambda module, keys: module._stale_statistics())
 
     def ema_decay_now(self) -> torch.Tensor:
         """The EMA decay, warmed up as min(decay, (1 + t) / (10 + t)): a fixed 0.999 would
@@ -296,8 +321,28 @@ class GAN(GenerativeModel):
         logs.update({k: v.detach() for k, v in d_logs.items()})
         return logs
 
+    #: noise vectors (in batches of 512) whose BatchNorm statistics the EMA generator
+    #: samples with; recomputed when G has stepped since, so about once per evaluation
+    STANDING_SAMPLES = 1024
+
     def _sampler(self) -> nn.Module:
-        return self.generator_ema if self.generator_ema is not None else self.generator
+        """The EMA generator with statistics of its own (or G when there is no EMA)."""
+        if self.generator_ema is None:
+            return self.generator
+        step = int(self.g_steps)  # a host read per sampling call, never per training step
+        if step != self._standing_step:
+            seeded = torch.Generator().manual_seed(0)
+            device = self.g_steps.device
+            inputs = []
+            for _ in range(self.STANDING_SAMPLES // 512):
+                noise = torch.randn(512, self.latent_dim, generator=seeded).to(device)
+                inputs.append(self.generator_inputs(noise, self.balanced_labels(512, device)))
+            standing_statistics(self.generator_ema, inputs)
+            self._standing_step = step
+        return self.generator_ema
+
+    def _stale_statistics(self) -> None:
+        self._standing_step = -1
 
     def validation_step(self, batch: Batch) -> dict[str, torch.Tensor]:
         x, labels = batch.images, self.batch_labels(batch)
