@@ -320,3 +320,30 @@ def test_the_ema_generator_samples_with_batchnorm_statistics_of_its_own():
     }
     model.load_state_dict(corrupted)
     assert torch.equal(model.sample(noise), samples)
+
+
+def test_updates_per_batch_steps_on_slices_as_if_they_were_batches():
+    def model(updates):
+        torch.manual_seed(0)
+        return _optimised(
+            GAN(GANConfig(width=4, latent_dim=3, updates_per_batch=updates), (1, 16, 16))
+        )
+
+    x = torch.rand(8, 1, 16, 16)
+    sliced, one_by_one = model(2), model(1)
+    torch.manual_seed(1)
+    logs = sliced.training_step(Batch(x))
+    torch.manual_seed(1)
+    halves = [one_by_one.training_step(Batch(half)) for half in x.split(4)]
+    assert int(sliced.g_steps) == int(one_by_one.g_steps) == 2
+    for (key, a), b in zip(sliced.state_dict().items(), one_by_one.state_dict().values()):
+        assert torch.equal(a, b), key
+    assert torch.allclose(logs["loss_d"], (halves[0]["loss_d"] + halves[1]["loss_d"]) / 2)
+
+
+def test_a_batch_splits_into_near_equal_slices_with_their_labels():
+    batch = Batch(torch.arange(10.0).view(10, 1, 1, 1), torch.arange(10))
+    parts = batch.split(4)
+    assert [len(p) for p in parts] == [3, 3, 3, 1]
+    assert all(torch.equal(p.images.flatten().long(), p.labels) for p in parts)
+    assert [len(p) for p in Batch(torch.zeros(2, 1, 1, 1)).split(4)] == [1, 1]

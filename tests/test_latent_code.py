@@ -42,7 +42,9 @@ def test_noise_for_codes_is_the_inverse_of_split_code():
 
 def tiny_infogan(**overrides) -> GAN:
     torch.manual_seed(0)
-    model = GAN(GANConfig(width=4, latent_dim=3, code_classes=4, **overrides), SHAPE)
+    # One update per batch: the tests compare single D and G steps.
+    arch = {"width": 4, "latent_dim": 3, "code_classes": 4, "updates_per_batch": 1}
+    model = GAN(GANConfig(**arch, **overrides), SHAPE)
     model.configure_optimizers(OptimizerFactory(OptimizerConfig(name="sgd", lr=0.1), 10))
     return model
 

@@ -215,7 +215,15 @@ def test_vaegan_feature_layer_out_of_range_lists_the_valid_ones():
 def test_gan_step_trains_both_networks_and_the_ema(loss):
     torch.manual_seed(0)
     d_norm = "none" if loss == "wgan_gp" else "batch"
-    cfg = GANConfig(width=4, latent_dim=3, loss=loss, d_norm=d_norm, n_critic=2, ema_decay=0.5)
+    cfg = GANConfig(
+        width=4,
+        latent_dim=3,
+        loss=loss,
+        d_norm=d_norm,
+        n_critic=2,
+        ema_decay=0.5,
+        updates_per_batch=1,  # one update: the EMA arithmetic below is for a single step
+    )
     model = _with_optimizers(GAN(cfg, SHAPE), name="adam", lr=1e-2)
     g0 = [p.clone() for p in model.generator.parameters()]
     d0 = [p.clone() for p in model.discriminator.parameters()]
@@ -238,7 +246,8 @@ def test_gan_step_trains_both_networks_and_the_ema(loss):
 
 def test_gan_generator_step_leaves_discriminator_untouched(monkeypatch):
     torch.manual_seed(0)
-    model = _with_optimizers(GAN(GANConfig(width=4, latent_dim=3, ema_decay=None), SHAPE))
+    cfg = GANConfig(width=4, latent_dim=3, ema_decay=None, updates_per_batch=3)
+    model = _with_optimizers(GAN(cfg, SHAPE))
     calls = []
     original = GAN.update
 
@@ -248,7 +257,7 @@ def test_gan_generator_step_leaves_discriminator_untouched(monkeypatch):
 
     monkeypatch.setattr(GAN, "update", spy)
     model.training_step(Batch(torch.rand(6, *SHAPE)))
-    assert calls == [["discriminator"], ["generator"]]
+    assert calls == [["discriminator"], ["generator"]] * 3  # D then G, on each slice
 
 
 @pytest.mark.parametrize("name", ["vae", "gan", "vaegan"])

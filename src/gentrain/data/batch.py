@@ -23,3 +23,12 @@ class Batch:
     def with_images(self, images: torch.Tensor) -> Batch:
         """The same labels beside other images (another memory format, a binarised draw)."""
         return Batch(images, self.labels)
+
+    def split(self, parts: int) -> list[Batch]:
+        """The batch in consecutive slices of ceil(n / ``parts``) images (the last may be
+        smaller, and there are fewer when n is small), labels sliced alike."""
+        size = -(-len(self) // parts)
+        images = self.images.split(size)
+        if self.labels is None:
+            return [Batch(x) for x in images]
+        return [Batch(x, y) for x, y in zip(images, self.labels.split(size))]

@@ -60,6 +60,8 @@ class GANConfig:
     loss: str = "nonsaturating"  # nonsaturating | hinge | lsgan | wgan_gp
     gp_weight: float = 10.0  # lambda of the WGAN-GP gradient penalty
     n_critic: int = 1  # D updates per G update
+    # D-and-G updates per data batch, each on its own slice: batch 64 -> 4 updates on 16
+    updates_per_batch: int = 4
     spectral_norm: bool = True  # spectral normalisation on every D layer
     d_norm: str = "none"  # batch | none (BatchNorm in D; not with wgan_gp)
     ema_decay: float | None = 0.999  # EMA of G's weights for samples; null turns it off
@@ -82,7 +84,7 @@ class GANConfig:
             )
         check_architecture(self.family, self.depth, self.width, self.d_norm)
         parse_policy(self.augment)
-        require_at_least(self, "model", 1, "latent_dim", "n_critic")
+        require_at_least(self, "model", 1, "latent_dim", "n_critic", "updates_per_batch")
         if self.loss == "wgan_gp" and self.d_norm == "batch":
             raise ConfigError(
                 "model.loss=wgan_gp penalises per-sample gradients, which BatchNorm in D "
@@ -288,6 +290,14 @@ class GAN(GenerativeModel):
         return loss, logs
 
     def training_step(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """``updates_per_batch`` updates of D and G, each on its slice of ``batch``; the
+        logs are their means."""
+        steps = [self._update(part) for part in batch.split(self.cfg.updates_per_batch)]
+        if len(steps) == 1:
+            return steps[0]
+        return {key: torch.stack([logs[key] for logs in steps]).mean() for key in steps[0]}
+
+    def _update(self, batch: Batch) -> dict[str, torch.Tensor]:
         x, labels = batch.images, self.batch_labels(batch)
         n = x.shape[0]
         for _ in range(self.cfg.n_critic):  # the same real batch, fresh noise each time
