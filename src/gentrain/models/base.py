@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import math
 import warnings
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import torch
@@ -77,6 +78,17 @@ class GenerativeModel(nn.Module):
     def training_step(self, batch: Batch) -> dict[str, torch.Tensor]:
         """Update the networks on ``batch``; return detached scalar loss terms."""
         raise NotImplementedError
+
+    @staticmethod
+    def update_on_slices(
+        batch: Batch, parts: int, update: Callable[[Batch], dict[str, torch.Tensor]]
+    ) -> dict[str, torch.Tensor]:
+        """``update`` on each of ``parts`` slices of ``batch`` in turn (more, smaller
+        updates per data batch: a model's ``updates_per_batch``); the logs' means."""
+        steps = [update(part) for part in batch.split(parts)]
+        if len(steps) == 1:
+            return steps[0]
+        return {key: torch.stack([logs[key] for logs in steps]).mean() for key in steps[0]}
 
     @torch.no_grad()
     def validation_step(self, batch: Batch) -> dict[str, torch.Tensor]:

@@ -290,12 +290,7 @@ class GAN(GenerativeModel):
         return loss, logs
 
     def training_step(self, batch: Batch) -> dict[str, torch.Tensor]:
-        """``updates_per_batch`` updates of D and G, each on its slice of ``batch``; the
-        logs are their means."""
-        steps = [self._update(part) for part in batch.split(self.cfg.updates_per_batch)]
-        if len(steps) == 1:
-            return steps[0]
-        return {key: torch.stack([logs[key] for logs in steps]).mean() for key in steps[0]}
+        return self.update_on_slices(batch, self.cfg.updates_per_batch, self._update)
 
     def _update(self, batch: Batch) -> dict[str, torch.Tensor]:
         x, labels = batch.images, self.batch_labels(batch)

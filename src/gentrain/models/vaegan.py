@@ -71,6 +71,8 @@ class VAEGANConfig:
     # feature terms are sums over hundreds of values per image, the GAN term one logit:
     # at weight 1 the decoder barely hears D, and its prior samples stay VAE-blurry.
     adversarial_weight: float = 1.0
+    # Updates of the three networks per data batch, each on its own slice (as the GAN's)
+    updates_per_batch: int = 1
     feature_layer: int = -1  # Dis_l: 1-based conv block of D; negative counts from the end
     gan_loss: str = "nonsaturating"  # nonsaturating | saturating (the paper's log(1 - D))
     d_norm: str = "none"  # batch | none: normalisation inside D
@@ -91,7 +93,7 @@ class VAEGANConfig:
         check_loss(self.gan_loss, LOGISTIC_LOSSES, key="model.gan_loss")
         check_prior_config(self)
         check_architecture(self.family, self.depth, self.width, self.d_norm, self.encoder_norm)
-        require_at_least(self, "model", 1, "latent_dim")
+        require_at_least(self, "model", 1, "latent_dim", "updates_per_batch")
         if self.feature_layer == 0:
             raise ConfigError("model.feature_layer is 1-based (or negative from the end), not 0")
         require_at_least(
@@ -230,6 +232,9 @@ class VAEGAN(GenerativeModel):
         return train_d, train_dec
 
     def training_step(self, batch: Batch) -> dict[str, torch.Tensor]:
+        return self.update_on_slices(batch, self.cfg.updates_per_batch, self._update)
+
+    def _update(self, batch: Batch) -> dict[str, torch.Tensor]:
         x = batch.images
         terms = self.losses(x, self.batch_labels(batch))
         train_d, train_dec = self.gate(terms)
