@@ -129,8 +129,15 @@ def _weights(run_dir):
 
 
 # the conditional GAN: labels split with their images, drawn labels and conditional
-# BatchNorm over the global batch
-MODELS = ["vae", "gan", "vaegan model.equilibrium_gate=true", "gan model.conditional=true"]
+# BatchNorm over the global batch. The GANs update once per batch: with updates_per_batch
+# k > 1, each rank's k-th slice joins the others' into a global slice that holds other
+# images than one process's k-th slice (the same recipe, not the same arithmetic).
+MODELS = [
+    "vae",
+    "gan model.updates_per_batch=1",
+    "vaegan model.equilibrium_gate=true",
+    "gan model.conditional=true model.updates_per_batch=1",
+]
 
 
 def test_two_ranks_train_the_same_model_as_one_process(make_config, tmp_path):
@@ -194,6 +201,23 @@ def test_a_dead_rank_makes_the_others_stop_with_a_clear_error(make_config, tmp_p
     [(kind, message)] = reports[0]
     assert kind == "DataParallelError"
     assert "rank 0/2" in message and "died or hung" in message and "trainer.resume" in message
+
+
+def test_a_slice_of_a_step_draws_its_rows_of_the_global_slice():
+    world = World(torch.device("cpu"), rank=1, size=2)
+    torch.manual_seed(0)
+    whole_step, whole_slice = torch.randn(16, 3), torch.randn(8, 3)
+    torch.manual_seed(0)
+    with world.global_batch_randomness(8):
+        step = torch.randn(8, 3)
+        with world.slice_randomness(4):
+            part = torch.randn(4, 3)
+        after = torch.randn(8, 3)
+    assert torch.equal(step, whole_step[8:])
+    assert torch.equal(part, whole_slice[4:])  # rank 1's rows, not rank 0's duplicate
+    assert after.shape == (8, 3)  # the step's own size again
+    with World(torch.device("cpu")).slice_randomness(4):  # one process: nothing to do
+        assert torch.randn(4).shape == (4,)
 
 
 def test_each_rank_gets_its_own_rows_of_the_global_batch():

@@ -34,7 +34,8 @@ import logging
 import os
 import signal
 import warnings
-from contextlib import nullcontext
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -124,6 +125,7 @@ class World:
     sync_batchnorm: bool = True
     owns_group: bool = False  # whether ``setup`` started the process group (and ends it)
     step: int = field(default=0, repr=False)  # the trainer's, for error messages
+    _randomness: GlobalBatchRandomness | None = field(default=None, repr=False)
 
     @property
     def distributed(self) -> bool:
@@ -172,7 +174,26 @@ class World:
 
     # --- what the trainer calls -----------------------------------------------------------
     def global_batch_randomness(self, local_batch: int):
-        return GlobalBatchRandomness(self, local_batch) if self.distributed else nullcontext()
+        if not self.distributed:
+            return nullcontext()
+        self._randomness = GlobalBatchRandomness(self, local_batch)
+        return self._randomness
+
+    @contextmanager
+    def slice_randomness(self, local_slice: int) -> Iterator[None]:
+        """Inside a step, draws of ``local_slice`` rows stand for the global slice (a
+        model updating on slices of its batch, ``updates_per_batch``), so that the ranks
+        draw different noise for their images; the step's own size again after."""
+        mode = self._randomness
+        if not self.distributed or mode is None:
+            yield
+            return
+        saved = mode.n, mode.rows
+        mode.resize(local_slice)
+        try:
+            yield
+        finally:
+            mode.n, mode.rows = saved
 
     def mean_terms(self, terms: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Logged loss terms averaged over the ranks: the global batch's, at log cadence."""
@@ -339,8 +360,13 @@ class GlobalBatchRandomness(TorchFunctionMode):
 
     def __init__(self, world: World, local_batch: int) -> None:
         super().__init__()
-        self.world, self.n = world, local_batch
-        self.rows = slice(world.rank * local_batch, (world.rank + 1) * local_batch)
+        self.world = world
+        self.resize(local_batch)
+
+    def resize(self, local_batch: int) -> None:
+        """Stand for draws of ``local_batch`` rows from now on."""
+        self.n = local_batch
+        self.rows = slice(self.world.rank * local_batch, (self.world.rank + 1) * local_batch)
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = dict(kwargs or {})

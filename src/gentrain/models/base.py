@@ -79,15 +79,22 @@ class GenerativeModel(nn.Module):
         """Update the networks on ``batch``; return detached scalar loss terms."""
         raise NotImplementedError
 
-    @staticmethod
     def update_on_slices(
-        batch: Batch, parts: int, update: Callable[[Batch], dict[str, torch.Tensor]]
+        self, batch: Batch, parts: int, update: Callable[[Batch], dict[str, torch.Tensor]]
     ) -> dict[str, torch.Tensor]:
         """``update`` on each of ``parts`` slices of ``batch`` in turn (more, smaller
-        updates per data batch: a model's ``updates_per_batch``); the logs' means."""
-        steps = [update(part) for part in batch.split(parts)]
-        if len(steps) == 1:
-            return steps[0]
+        updates per data batch: a model's ``updates_per_batch``); the logs' means. With
+        several ranks, each slice's random draws stand for the global slice's."""
+        slices = batch.split(parts)
+        if len(slices) == 1:
+            return update(batch)
+        steps = []
+        for part in slices:
+            if self.data_parallel is None:
+                steps.append(update(part))
+                continue
+            with self.data_parallel.slice_randomness(len(part)):
+                steps.append(update(part))
         return {key: torch.stack([logs[key] for logs in steps]).mean() for key in steps[0]}
 
     @torch.no_grad()
