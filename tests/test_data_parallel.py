@@ -129,13 +129,14 @@ def _weights(run_dir):
 
 
 # the conditional GAN: labels split with their images, drawn labels and conditional
-# BatchNorm over the global batch. The GANs update once per batch: with updates_per_batch
-# k > 1, each rank's k-th slice joins the others' into a global slice that holds other
-# images than one process's k-th slice (the same recipe, not the same arithmetic).
+# BatchNorm over the global batch. The adversarial models update once per batch: with
+# updates_per_batch k > 1, each rank's k-th slice joins the others' into a global slice
+# that holds other images than one process's k-th slice (the same recipe, not the same
+# arithmetic).
 MODELS = [
     "vae",
     "gan model.updates_per_batch=1",
-    "vaegan model.equilibrium_gate=true",
+    "vaegan model.equilibrium_gate=true model.updates_per_batch=1",
     "gan model.conditional=true model.updates_per_batch=1",
 ]
 

@@ -140,6 +140,7 @@ def test_vaegan_updates_each_network_from_its_own_loss_only(classes):
         # so separate passes would differ by ~1e-3 for a reason other than leakage.
         spectral_norm=False,
         conditional=classes > 0,
+        updates_per_batch=1,  # one update, whose gradients are compared below
     )
     model = _with_optimizers(VAEGAN(cfg, SHAPE, classes))
     x = torch.rand(6, *SHAPE)

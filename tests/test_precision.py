@@ -47,7 +47,7 @@ def test_mixed_precision_steps_match_float32_to_its_rounding(precision):
     nor skipped. (Noise drawn in 16 bits differs from float32's: directions agree to
     about 0.95, not to rounding.)"""
     torch.manual_seed(0)
-    model = VAEGAN(VAEGANConfig(width=4, latent_dim=3), SHAPE)
+    model = VAEGAN(VAEGANConfig(width=4, latent_dim=3, updates_per_batch=1), SHAPE)  # one step
     x = torch.rand(8, *SHAPE)
     _, full = _one_step(model, Switches(), x)
     mixed_model, mixed = _one_step(model, Switches(precision), x)
@@ -68,7 +68,7 @@ def test_mixed_precision_steps_match_float32_to_its_rounding(precision):
 
 def test_channels_last_changes_only_the_memory_order():
     torch.manual_seed(0)
-    model = VAEGAN(VAEGANConfig(width=4, latent_dim=3), SHAPE)
+    model = VAEGAN(VAEGANConfig(width=4, latent_dim=3, updates_per_batch=1), SHAPE)  # one step
     x = torch.rand(8, *SHAPE)
     _, plain = _one_step(model, Switches(), x)
     nhwc_model, nhwc = _one_step(model, Switches(channels_last=True), x)

@@ -71,8 +71,9 @@ class VAEGANConfig:
     # feature terms are sums over hundreds of values per image, the GAN term one logit:
     # at weight 1 the decoder barely hears D, and its prior samples stay VAE-blurry.
     adversarial_weight: float = 1.0
-    # Updates of the three networks per data batch, each on its own slice (as the GAN's)
-    updates_per_batch: int = 1
+    # Updates of the three networks per data batch, each on its own slice (as the GAN's):
+    # batch 64 -> 4 updates on 16, which halves the time to a given FID on a CPU
+    updates_per_batch: int = 4
     feature_layer: int = -1  # Dis_l: 1-based conv block of D; negative counts from the end
     gan_loss: str = "nonsaturating"  # nonsaturating | saturating (the paper's log(1 - D))
     d_norm: str = "none"  # batch | none: normalisation inside D
