@@ -261,7 +261,10 @@ def test_runaway_warn_trains_on_and_flags_metrics_log_and_tensorboard(make_confi
 
     from gentrain.train import train
 
-    cfg = make_config("model=gan", "optimizer.lr=1e6", "eval.enabled=false")
+    # One update per batch: the trajectory whose losses pass the absolute limit in 4 steps.
+    cfg = make_config(
+        "model=gan", "model.updates_per_batch=1", "optimizer.lr=1e6", "eval.enabled=false"
+    )
     metrics = train(cfg)
     run_dir = Path(cfg.paths.output_dir)
     assert metrics["step"] == 4 and metrics["train/runaway"] == 1.0  # trained to the end
@@ -279,6 +282,7 @@ def test_runaway_stop_ends_the_run_and_keeps_the_last_checkpoint(make_config):
 
     cfg = make_config(
         "model=gan",
+        "model.updates_per_batch=1",  # as above
         "optimizer.lr=1e6",
         "eval.enabled=false",
         "logger=none",

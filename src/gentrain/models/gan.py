@@ -340,7 +340,7 @@ class GAN(GenerativeModel):
             device = self.g_steps.device
             inputs = []
             for _ in range(self.STANDING_SAMPLES // 512):
-                noise = torch.randn(512, self.latent_dim, generator=seeded).to(device)
+                noise = torch.randn(512, self.latent_dim, generator=seeded, device="cpu").to(device)
                 inputs.append(self.generator_inputs(noise, self.balanced_labels(512, device)))
             standing_statistics(self.generator_ema, inputs)
             self._standing_step = step
