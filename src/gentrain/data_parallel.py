@@ -188,12 +188,12 @@ class World:
         if not self.distributed or mode is None:
             yield
             return
-        saved = mode.n, mode.rows
+        step_size = mode.n
         mode.resize(local_slice)
         try:
             yield
         finally:
-            mode.n, mode.rows = saved
+            mode.resize(step_size)
 
     def mean_terms(self, terms: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Logged loss terms averaged over the ranks: the global batch's, at log cadence."""

@@ -90,10 +90,8 @@ class GenerativeModel(nn.Module):
             return update(batch)
         steps = []
         for part in slices:
-            if self.data_parallel is None:
-                steps.append(update(part))
-                continue
-            with self.data_parallel.slice_randomness(len(part)):
+            world = self.data_parallel
+            with world.slice_randomness(len(part)) if world else contextlib.nullcontext():
                 steps.append(update(part))
         return {key: torch.stack([logs[key] for logs in steps]).mean() for key in steps[0]}
 

@@ -45,9 +45,8 @@ class ConditionalBatchNorm2d(nn.Module):
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         per_channel = (-1, x.shape[1]) + (1,) * (x.dim() - 2)
-        return self.norm(x) * self.scale(labels).view(per_channel) + self.shift(labels).view(
-            per_channel
-        )
+        scale, shift = self.scale(labels).view(per_channel), self.shift(labels).view(per_channel)
+        return self.norm(x) * scale + shift
 
 
 class ConditionalBatchNorm1d(ConditionalBatchNorm2d):

@@ -326,9 +326,10 @@ class GAN(GenerativeModel):
         logs.update({k: v.detach() for k, v in d_logs.items()})
         return logs
 
-    #: noise vectors (in batches of 512) whose BatchNorm statistics the EMA generator
-    #: samples with; recomputed when G has stepped since, so about once per evaluation
+    #: noise vectors (in batches of STANDING_BATCH) whose BatchNorm statistics the EMA
+    #: generator samples with; recomputed when G has stepped since, about once per evaluation
     STANDING_SAMPLES = 1024
+    STANDING_BATCH = 512
 
     def _sampler(self) -> nn.Module:
         """The EMA generator with statistics of its own (or G when there is no EMA)."""
@@ -339,9 +340,10 @@ class GAN(GenerativeModel):
             seeded = torch.Generator().manual_seed(0)
             device = self.g_steps.device
             inputs = []
-            for _ in range(self.STANDING_SAMPLES // 512):
-                noise = torch.randn(512, self.latent_dim, generator=seeded, device="cpu").to(device)
-                inputs.append(self.generator_inputs(noise, self.balanced_labels(512, device)))
+            n = self.STANDING_BATCH
+            for _ in range(self.STANDING_SAMPLES // n):
+                noise = torch.randn(n, self.latent_dim, generator=seeded, device="cpu").to(device)
+                inputs.append(self.generator_inputs(noise, self.balanced_labels(n, device)))
             standing_statistics(self.generator_ema, inputs)
             self._standing_step = step
         return self.generator_ema
