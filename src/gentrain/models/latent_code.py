@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-_EDGE = 1e-6  # keeps the remapped coordinate's quantile finite
+from gentrain.models.noise_bins import bin_start, pick_bin
 
 
 def _exact(t: torch.Tensor) -> torch.Tensor:
@@ -29,18 +29,20 @@ def _exact(t: torch.Tensor) -> torch.Tensor:
 def split_code(noise: torch.Tensor, classes: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(codes, noise'): the code in 0..classes-1 that each row of standard normal ``noise``
     stands for, and the noise with its first coordinate remapped to be independent of it."""
-    u = torch.special.ndtr(_exact(noise[:, 0])) * classes
-    codes = u.floor().clamp_(0, classes - 1)
-    within = (u - codes).clamp_(_EDGE, 1.0 - _EDGE)
+    first = _exact(noise[:, 0])
+    shares = torch.arange(1, classes + 1, dtype=first.dtype, device=first.device) / classes
+    codes, remapped = pick_bin(first, shares.repeat(len(noise), 1))
     rest = noise.clone()
-    rest[:, 0] = torch.special.ndtri(within).to(noise.dtype)
-    return codes.long(), rest
+    rest[:, 0] = remapped.to(noise.dtype)
+    return codes, rest
 
 
 def noise_for_codes(noise: torch.Tensor, codes: torch.Tensor, classes: int) -> torch.Tensor:
     """Noise that ``split_code`` reads as (``codes``, ``noise``): the inverse map, so a
     code grid holds each column's style fixed while the code changes."""
     out = noise.clone()
-    within = torch.special.ndtr(_exact(noise[:, 0])).clamp(_EDGE, 1.0 - _EDGE)
-    out[:, 0] = torch.special.ndtri((codes.to(within.dtype) + within) / classes).to(noise.dtype)
+    first = _exact(noise[:, 0])
+    edge = 1e-12 if first.dtype == torch.float64 else 1e-6
+    within = torch.special.ndtr(first).clamp(edge, 1.0 - edge)
+    out[:, 0] = bin_start(codes.to(first.device), within, classes).to(noise.dtype)
     return out

@@ -15,13 +15,13 @@ comparison's shared noise and class grids work as with N(0, I).
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
 from torch import nn
 
 from gentrain.errors import ConfigError, require_at_least
+from gentrain.models.noise_bins import pick_bin
 
 
 class LatentPrior(nn.Module):
@@ -84,14 +84,9 @@ class LatentPrior(nn.Module):
         weights = self.weights.cpu().double()[rows]  # (N, K)
         upper = weights.cumsum(1)
         upper = upper / upper[:, -1:]  # exactly 1 at the end: no draw falls past it
-        u = torch.special.ndtr(noise[:, :1].cpu().double())  # (N, 1)
-        last = (weights > 0).sum(1, keepdim=True) - 1  # components past it have weight 0
-        k = torch.minimum(torch.searchsorted(upper, u, right=True), last)
-        lower = torch.cat([torch.zeros_like(upper[:, :1]), upper[:, :-1]], dim=1).gather(1, k)
-        inside = ((u - lower) / (upper.gather(1, k) - lower)).clamp(1e-12, 1 - 1e-12)
-        first = math.sqrt(2.0) * torch.special.erfinv(2.0 * inside - 1.0)
-        eps = torch.cat([first.to(noise), noise[:, 1:]], dim=1)
-        rows, k = rows.to(noise.device), k.squeeze(1).to(noise.device)
+        k, first = pick_bin(noise[:, 0].cpu().double(), upper)
+        eps = torch.cat([first.unsqueeze(1).to(noise), noise[:, 1:]], dim=1)
+        rows, k = rows.to(noise.device), k.to(noise.device)
         tril = self.scale_tril[rows, k]
         return self.means[rows, k] + (tril @ eps.unsqueeze(-1)).squeeze(-1)
 
