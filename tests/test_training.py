@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 
@@ -278,6 +279,20 @@ def test_adversarial_models_log_what_practitioners_read(
     assert scalars <= set(events.Tags()["scalars"])
     assert set(events.Tags()["images"]) == images
     assert (out / "images" / "samples.png").is_file()
+
+
+def test_learning_rate_schedules_count_training_steps_not_updates(make_config, tmp_path):
+    """n_critic D updates and updates_per_batch slices per step still move the cosine
+    schedule once per step: it ends at the run's last step, for D as for G."""
+    out = tmp_path / "run"
+    overrides = ["model=gan", "model.width=8", "model.n_critic=2", "model.updates_per_batch=2"]
+    train(make_config(*overrides, "optimizer.scheduler=cosine", output_dir=out))
+    events = EventAccumulator(str(out)).Reload()
+    base = 2e-4  # the GAN's recommended Adam lr
+    expected = [base * 0.5 * (1 + math.cos(math.pi * step / 4)) for step in (1, 2, 3)]
+    for network in ("generator", "discriminator"):
+        logged = [e.value for e in events.Scalars(f"lr/{network}")][:3]
+        assert logged == pytest.approx(expected, rel=1e-4), network
 
 
 def test_exploding_discriminator_is_a_clear_error(make_config, tmp_path, monkeypatch):

@@ -347,6 +347,7 @@ class Trainer:
         for batch in plan.loader.epoch(self.epoch, start_batch=self.batch_in_epoch):
             with world.global_batch_randomness(len(batch)), speed.autocast():
                 terms = model.training_step(speed.batch(batch))
+            model.advance_schedules()
             self.step += 1
             world.step = self.step
             self.batch_in_epoch += 1

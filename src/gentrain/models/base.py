@@ -235,7 +235,7 @@ class GenerativeModel(nn.Module):
         taken with ``torch.autograd.grad`` per network, so when losses share a graph (the
         GAN's D and G, the VAE-GAN's three networks) no loss leaks into another network's
         gradient, whatever the order. All gradients are computed before any parameter
-        changes. Networks in ``skip`` are not stepped (their schedule still advances).
+        changes. Networks in ``skip`` are not stepped. Schedules move in ``advance_schedules``.
         Returns each network's gradient norm (before clipping).
         """
         names = [n for n in losses if n not in skip]
@@ -282,15 +282,19 @@ class GenerativeModel(nn.Module):
                     norms[name] = torch.nan_to_num(norms[name], nan=0.0, posinf=0.0)
                 else:
                     self.optimizers[name].step()
-        for name in losses:
-            if name in names and name not in self.grad_scalers:
-                self.schedulers[name].step()
-            else:  # keep a skipped network's schedule on time, without torch's order warning
-                # (a loss scaler skips the steps whose scaled gradients overflowed)
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", UserWarning)
-                    self.schedulers[name].step()
         return norms
+
+    def advance_schedules(self) -> None:
+        """One training step done: every network's learning-rate schedule moves on by one
+        step, however many updates the step made (``n_critic``, ``updates_per_batch``) and
+        whether or not a network stepped, so the schedule's horizon is the trainer's
+        ``total_steps``. The trainer calls it after each ``training_step``."""
+        with warnings.catch_warnings():
+            # torch warns when a schedule moves before its optimiser's first step: a network
+            # the step skipped (the VAE-GAN's gate) or a loss scaler's overflow
+            warnings.simplefilter("ignore", UserWarning)
+            for scheduler in self.schedulers.values():
+                scheduler.step()
 
     def optimizer_state_dict(self) -> dict[str, Any]:
         state = {
