@@ -313,14 +313,15 @@ class Trainer:
         plan.out_of_time = cfg.max_seconds is not None and self.clock.seconds >= cfg.max_seconds
         plan.runaway = RunawayDetector(cfg.on_runaway, self.logger)
         log.info(
-            "training %s on %s: %d steps (%d per epoch, batch %d) on %s, %s parameters",
+            "training %s on %s: %d steps (%d per epoch, batch %d) on %s, %s trainable "
+            "parameters (model/parameters)",
             type(model).__name__,
             data.name,
             total_steps,
             len(loader),
             cfg.batch_size,
             self.device,
-            f"{sum(p.numel() for p in model.parameters()):,}",
+            f"{sum(p.numel() for p in model.parameters() if p.requires_grad):,}",
         )
         return plan
 
