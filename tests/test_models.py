@@ -281,3 +281,15 @@ def test_model_preset_defaults_match_the_dataclass(name):
         for f in dataclasses.fields(MODELS.get(name).Config)
     }
     assert values == defaults
+
+
+def test_the_vaegan_trains_its_autoencoder_faster_than_its_discriminator_unless_told():
+    def lrs(**settings):
+        model = VAEGAN(VAEGANConfig(width=4, latent_dim=3), SHAPE)
+        model.configure_optimizers(OptimizerFactory(OptimizerConfig(**settings), 10))
+        return {name: o.param_groups[0]["lr"] for name, o in model.optimizers.items()}
+
+    assert lrs() == {"encoder": 1e-3, "decoder": 1e-3, "discriminator": 2e-4}
+    assert lrs(lr=5e-4) == {"encoder": 5e-4, "decoder": 5e-4, "discriminator": 5e-4}
+    one = lrs(per_network={"decoder": {"lr": 3e-4}})
+    assert one == {"encoder": 1e-3, "decoder": 3e-4, "discriminator": 2e-4}

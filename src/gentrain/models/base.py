@@ -37,6 +37,9 @@ class GenerativeModel(nn.Module):
     #: the model's optimiser recipe, for every network, where ``optimizer.*`` is null
     #: (``optimizer.lr=...`` and ``optimizer.per_network`` override it); logged at start
     optimizer_defaults: ClassVar[dict[str, Any]] = {"lr": 1e-3}
+    #: changes to that recipe for one network (the VAE-GAN's autoencoder); the same
+    #: ``optimizer.*`` settings override them
+    optimizer_defaults_per_network: ClassVar[dict[str, dict[str, Any]]] = {}
     #: set by ``gentrain.data_parallel.World.prepare`` when several ranks train this model
     data_parallel: Any = None
 
@@ -136,7 +139,8 @@ class GenerativeModel(nn.Module):
     def configure_optimizers(self, factory: OptimizerFactory) -> None:
         """One optimiser and schedule per network of ``networks``."""
         for network, module in self.networks().items():
-            self.add_optimizer(factory, network, module)
+            own = self.optimizer_defaults_per_network.get(network, {})
+            self.add_optimizer(factory, network, module, {**self.recommended_optimizer(), **own})
 
     def learning_rates(self) -> dict[str, float]:
         """Each network's learning rate at this step (for the ``lr/<network>`` curves)."""
