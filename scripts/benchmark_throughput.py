@@ -99,7 +99,7 @@ def main() -> None:
                     )
             wall = time.perf_counter() - start
             model_ = build_model(validate_config(cfg).model, (1, 28, 28), dataset_classes=10)
-            params = sum(p.numel() for p in model_.parameters() if p.requires_grad)
+            params = model_.num_trainable_parameters()
             speed = metrics["train/images_per_sec"]
             print(
                 f"{model:8} {nproc:>5} {precision:>9} {compiled:>7} {nhwc:>4} {params:>10,} "

@@ -321,7 +321,7 @@ class Trainer:
             len(loader),
             cfg.batch_size,
             self.device,
-            f"{sum(p.numel() for p in model.parameters() if p.requires_grad):,}",
+            f"{model.num_trainable_parameters():,}",
         )
         return plan
 
@@ -443,7 +443,6 @@ class Trainer:
                 self.checkpoint_path,
             )
         seconds = self.clock.seconds  # all of the run's training, resumed parts included
-        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         stepping = seconds - self.fit_seconds  # images/s: of the steps alone
         rate = self.step * self.cfg.batch_size / stepping if stepping > 0 else 0.0
         return {
@@ -451,7 +450,7 @@ class Trainer:
             "train/images_per_sec": rate,
             "train/seconds": self.clock.seconds,
             "train/fit_seconds": self.fit_seconds,  # of which fit_to_data (not in images/s)
-            "model/parameters": float(trainable),
+            "model/parameters": float(model.num_trainable_parameters()),
             "step": float(self.step),
             "epoch": float(self.epoch),
             **plan.runaway.metrics(),

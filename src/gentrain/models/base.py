@@ -142,6 +142,10 @@ class GenerativeModel(nn.Module):
             own = self.optimizer_defaults_per_network.get(network, {})
             self.add_optimizer(factory, network, module, {**self.recommended_optimizer(), **own})
 
+    def num_trainable_parameters(self) -> int:
+        """Parameters an optimiser steps (not an EMA copy or a frozen feature network)."""
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
     def learning_rates(self) -> dict[str, float]:
         """Each network's learning rate at this step (for the ``lr/<network>`` curves)."""
         return {name: s.get_last_lr()[0] for name, s in self.schedulers.items()}

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from gentrain.models.noise_bins import bin_start, pick_bin
+from gentrain.models.noise_bins import pick_bin, place_in_bin
 
 
 def _exact(t: torch.Tensor) -> torch.Tensor:
@@ -42,7 +42,5 @@ def noise_for_codes(noise: torch.Tensor, codes: torch.Tensor, classes: int) -> t
     code grid holds each column's style fixed while the code changes."""
     out = noise.clone()
     first = _exact(noise[:, 0])
-    edge = 1e-12 if first.dtype == torch.float64 else 1e-6
-    within = torch.special.ndtr(first).clamp(edge, 1.0 - edge)
-    out[:, 0] = bin_start(codes.to(first.device), within, classes).to(noise.dtype)
+    out[:, 0] = place_in_bin(codes.to(first.device), first, classes).to(noise.dtype)
     return out

@@ -22,12 +22,18 @@ def pick_bin(first: torch.Tensor, upper: torch.Tensor) -> tuple[torch.Tensor, to
     last = (upper < 1).sum(1, keepdim=True)  # the bin whose share ends at 1
     bins = torch.minimum(torch.searchsorted(upper, u, right=True), last)
     lower = torch.cat([torch.zeros_like(upper[:, :1]), upper[:, :-1]], dim=1).gather(1, bins)
-    edge = 1e-12 if first.dtype == torch.float64 else 1e-6  # keeps the quantile finite
-    inside = ((u - lower) / (upper.gather(1, bins) - lower)).clamp(edge, 1 - edge)
+    inside = _away_from_edges((u - lower) / (upper.gather(1, bins) - lower))
     return bins.squeeze(1), torch.special.ndtri(inside).squeeze(1)
 
 
-def bin_start(bins: torch.Tensor, inside: torch.Tensor, classes: int) -> torch.Tensor:
+def place_in_bin(bins: torch.Tensor, first: torch.Tensor, classes: int) -> torch.Tensor:
     """The inverse of ``pick_bin`` for ``classes`` equal shares: the standard normal
-    coordinate that lands in ``bins`` at position ``inside`` (in (0, 1)) of its share."""
+    coordinate that lands in ``bins`` where ``first`` (standard normal) says inside it."""
+    inside = _away_from_edges(torch.special.ndtr(first))
     return torch.special.ndtri((bins.to(inside.dtype) + inside) / classes)
+
+
+def _away_from_edges(u: torch.Tensor) -> torch.Tensor:
+    """``u`` in (0, 1) kept off 0 and 1, so that its normal quantile stays finite."""
+    edge = 1e-12 if u.dtype == torch.float64 else 1e-6
+    return u.clamp(edge, 1.0 - edge)
