@@ -12,6 +12,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from gentrain.errors import ConfigError, TrainingDivergedError
+from gentrain.models.gan import GAN
 from gentrain.models.vae import VAE
 from gentrain.train import TrainingInterrupted, train
 
@@ -288,7 +289,7 @@ def test_learning_rate_schedules_count_training_steps_not_updates(make_config, t
     overrides = ["model=gan", "model.width=8", "model.n_critic=2", "model.updates_per_batch=2"]
     train(make_config(*overrides, "optimizer.scheduler=cosine", output_dir=out))
     events = EventAccumulator(str(out)).Reload()
-    base = 8e-4  # the GAN's recommended Adam lr
+    base = GAN.optimizer_defaults["lr"]  # the GAN's recommended Adam lr
     expected = [base * 0.5 * (1 + math.cos(math.pi * step / 4)) for step in (1, 2, 3)]
     for network in ("generator", "discriminator"):
         logged = [e.value for e in events.Scalars(f"lr/{network}")][:3]
@@ -296,8 +297,6 @@ def test_learning_rate_schedules_count_training_steps_not_updates(make_config, t
 
 
 def test_exploding_discriminator_is_a_clear_error(make_config, tmp_path, monkeypatch):
-    from gentrain.models.gan import GAN
-
     original = GAN.discriminator_losses
 
     def exploding(self, real, fake, *labels):
