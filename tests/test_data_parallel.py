@@ -1,12 +1,15 @@
 """Data-parallel training: 2 gloo ranks on CPU against one process with the same global
-batch, resume, stops and a dead rank (gentrain.data_parallel).
+batch, resume, stops, a dead, a raising and a hanging rank, and evaluation shared by the
+ranks (gentrain.data_parallel).
 
 Each test starts its ranks with ``multiprocessing`` (spawn), the way torchrun would start
-them, and every rank calls ``gentrain.train.train``: the code path of the CLI.
+them, and every rank calls ``gentrain.train.train``: the code path of the CLI. Evaluation
+is on, as a user runs it.
 """
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import queue
@@ -14,19 +17,19 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
 
 from gentrain.data import DeviceTensorLoader
-from gentrain.data_parallel import TIMEOUT_ENV, World
+from gentrain.data_parallel import TIMEOUT_ENV, World, timeout
 from gentrain.errors import ConfigError
 from gentrain.train import train
 
 TINY = [
     "model.width=8",
     "dataset.limit=128",
-    "eval.enabled=false",
     "logger=none",
     "trainer.batch_size=32",
 ]
@@ -65,8 +68,39 @@ def _rank_1_dies_at_step_2(rank):
     VAE.training_step = training_step
 
 
-def _rank(rank, size, port, jobs, patch, results):
-    """One rank: join the group, then train each config of ``jobs`` in turn."""
+def _rank_1_raises_in_evaluation(rank):
+    from pathlib import Path
+
+    from gentrain.evaluation import Evaluator
+
+    original = Evaluator.generate
+
+    def generate(self, model):
+        if rank == 1:
+            time.sleep(1)  # rank 0 is waiting in a collective by now
+            Path(os.environ["RAISED_AT"]).write_text(str(time.time()))
+            raise RuntimeError("injected failure on rank 1")
+        return original(self, model)
+
+    Evaluator.generate = generate
+
+
+def _rank_1_hangs_in_evaluation(rank):
+    from gentrain.evaluation import Evaluator
+
+    original = Evaluator.generate
+
+    def generate(self, model):
+        if rank == 1:
+            time.sleep(10)  # past the 5 s timeout the test sets
+        return original(self, model)
+
+    Evaluator.generate = generate
+
+
+def _rank(rank, size, port, jobs, patch, results, timeout_s="60"):
+    """One rank: join the group, then train each config of ``jobs`` in turn (or run
+    ``gentrain-eval`` for a job that is a list of its arguments)."""
     import torch.distributed as dist
 
     from gentrain.errors import GentrainError
@@ -80,29 +114,35 @@ def _rank(rank, size, port, jobs, patch, results):
         WORLD_SIZE=str(size),
         LOCAL_RANK=str(rank),
     )
-    os.environ[TIMEOUT_ENV] = "60"
+    os.environ[TIMEOUT_ENV] = timeout_s
     torch.set_num_threads(1)
     if patch is not None:
         patch(rank)
-    dist.init_process_group("gloo")  # kept over the jobs (train() leaves a caller's group)
+    # kept over the jobs (train() leaves a caller's group)
+    dist.init_process_group("gloo", timeout=timeout())
     for cfg in jobs:
         try:
+            if isinstance(cfg, list):
+                from gentrain.evaluate import evaluate, parse_args
+
+                results.put((rank, "eval", evaluate(parse_args(cfg))))
+                continue
             metrics = train_rank(cfg)
             results.put((rank, "ok", metrics["step"]))
         except TrainingInterrupted as exc:
             results.put((rank, "interrupted", exc.exit_code))
         except GentrainError as exc:
-            results.put((rank, type(exc).__name__, str(exc)))
+            results.put((rank, type(exc).__name__, str(exc), time.time()))
             return
 
 
-def _run_ranks(jobs, patch=None, size=2, timeout=240):
+def _run_ranks(jobs, patch=None, size=2, timeout=240, timeout_s="60"):
     """Start ``size`` ranks on ``jobs``; return what each reported, by rank."""
     context = multiprocessing.get_context("spawn")
     results = context.Queue()
     port = _free_port()
     procs = [
-        context.Process(target=_rank, args=(r, size, port, jobs, patch, results))
+        context.Process(target=_rank, args=(r, size, port, jobs, patch, results, timeout_s))
         for r in range(size)
     ]
     for p in procs:
@@ -199,9 +239,62 @@ def test_a_dead_rank_makes_the_others_stop_with_a_clear_error(make_config, tmp_p
     cfg = make_config(*TINY, "trainer.max_steps=8", output_dir=tmp_path / "run")
     reports, codes = _run_ranks([cfg], patch=_rank_1_dies_at_step_2, timeout=120)
     assert codes[1] == 3 and reports[1] == []
-    [(kind, message)] = reports[0]
+    [(kind, message, _)] = reports[0]
     assert kind == "DataParallelError"
-    assert "rank 0/2" in message and "died or hung" in message and "trainer.resume" in message
+    assert (
+        "rank 0/2" in message and "died, raised or hung" in message and "trainer.resume" in message
+    )
+
+
+def test_a_rank_that_raises_in_evaluation_stops_the_other_within_seconds(
+    make_config, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("RAISED_AT", str(tmp_path / "raised_at"))
+    cfg = make_config(*TINY, "trainer.max_steps=2", output_dir=tmp_path / "run")
+    reports, codes = _run_ranks([cfg], patch=_rank_1_raises_in_evaluation, timeout_s="600")
+    assert codes[1] != 0 and reports[1] == []  # rank 1's own traceback is its own log
+    [(kind, message, stopped_at)] = reports[0]
+    assert kind == "DataParallelError" and "\n" not in message
+    assert message.startswith("rank 0/2: ") and "during evaluation at step 2" in message
+    # Within seconds of rank 1's failure, not after the 600 s collective timeout.
+    assert stopped_at - float((tmp_path / "raised_at").read_text()) < 10
+
+
+def test_a_rank_that_hangs_in_evaluation_times_out_on_every_rank(make_config, tmp_path):
+    cfg = make_config(*TINY, "trainer.max_steps=2", output_dir=tmp_path / "run")
+    started = time.time()
+    reports, _ = _run_ranks([cfg], patch=_rank_1_hangs_in_evaluation, timeout_s="5")
+    for rank in (0, 1):  # rank 0 waited 5 s; rank 1 woke to find the group gone
+        [(kind, message, stopped_at)] = reports[rank]
+        assert kind == "DataParallelError" and "during evaluation" in message, message
+        assert f"rank {rank}/2" in message and TIMEOUT_ENV in message
+    assert reports[0][0][2] - started < reports[1][0][2] - started  # the timeout ended it
+
+
+def test_two_ranks_evaluate_a_run_as_one_process_does(make_config, tmp_path):
+    """gentrain-eval of one conditional VAE checkpoint: 150 samples in batches of 64 (one
+    batch on rank 0, two on rank 1), reconstruction and NLL over 150 test images: the
+    figures, conditional ones included, equal one process's."""
+    run = tmp_path / "run"
+    common = [*TINY, "model.conditional=true", "eval.batch_size=64", "trainer.max_steps=2"]
+    train(make_config(*common, output_dir=run))
+    args = [str(run), "--device", "cpu", "--num-samples", "150", "--nll-images", "150"]
+    from gentrain.evaluate import evaluate, parse_args
+
+    one = evaluate(parse_args([*args, "--output", str(tmp_path / "one.json")]))
+    reports, codes = _run_ranks([[*args, "--output", str(tmp_path / "two.json")]])
+    assert codes == [0, 0]
+    [(_, two)], [(_, two_on_rank_1)] = reports[0], reports[1]
+    two_on_rank_1.pop("eval/seconds")
+    assert two_on_rank_1.items() <= two.items()  # rank 0's figures, handed to rank 1
+    figures = [k for k in one if k.startswith("val/")]
+    for key in ("val/fid", "val/kid", "val/is", "val/precision", "val/cond_accuracy"):
+        assert key in figures
+    for key in ("val/intra_fid", "val/recon_mse", "val/nll_iwae", "val/fid_floor"):
+        assert key in figures
+    for key in figures:
+        assert two[key] == pytest.approx(one[key], rel=1e-6, abs=1e-9), key
+    assert two["eval/num_generated"] == one["eval/num_generated"] == 150
 
 
 def test_a_slice_of_a_step_draws_its_rows_of_the_global_slice():
@@ -242,11 +335,12 @@ def test_a_global_batch_that_does_not_split_evenly_is_refused():
 
 
 def test_torchrun_writes_one_run_directory_from_rank_0(data_dir, cache_dir, tmp_path):
-    """The CLI under torchrun: both ranks train, rank 0 alone writes the run's files."""
+    """The CLI under torchrun, as a user types it (evaluation on): both ranks train and
+    evaluate, rank 0 alone writes the run's files."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", TIMEOUT_ENV: "120"}
     command = [
-        *(sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2"),
-        *("-m", "gentrain", "debug=fast", "device=cpu", "model.width=8", "eval.enabled=false"),
+        *(sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"),
+        *("-m", "gentrain", "model=vae", "debug=fast", "device=cpu", "model.width=8"),
         *(f"paths.data_dir={data_dir}", f"paths.cache_dir={cache_dir}", "dataset.download=false"),
     ]
     done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True)
@@ -254,7 +348,9 @@ def test_torchrun_writes_one_run_directory_from_rank_0(data_dir, cache_dir, tmp_
     runs = list((tmp_path / "outputs" / "runs").glob("*/*"))
     assert len(runs) == 1, runs  # the ranks agreed on rank 0's directory
     run = runs[0]
-    assert (run / "metrics.json").is_file() and (run / ".hydra" / "config.yaml").is_file()
+    assert (run / ".hydra" / "config.yaml").is_file()
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["val/fid"] > 0 and metrics["eval/num_generated"] == 64
     assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["step"] == 4
     assert len(list(run.glob("events.out.tfevents.*"))) == 1  # rank 0's only
     assert "data-parallel: 2 ranks (gloo)" in (run / "train.log").read_text()

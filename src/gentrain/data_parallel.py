@@ -20,11 +20,15 @@ How N ranks train the same model as one process with the same ``trainer.batch_si
   the batch statistics are those of the global batch: torch's ``SyncBatchNorm`` on CUDA,
   ``GlobalBatchNorm`` below on CPU, where torch's refuses to run.
 
+Evaluation uses every rank too: each draws and embeds its share of the samples and the
+test images (``share``, ``gather_rows``), rank 0 computes the figures from the gathered
+features and hands them to the others (``computed_on_main``), so they equal one process's.
+
 Rank 0 alone writes (``gentrain.dist``); every rank resumes from its ``last.ckpt``. A stop
 (Ctrl-C, SIGTERM, ``trainer.max_seconds``) is agreed at the logging cadence, so all ranks
-stop after the same step. A rank that dies makes the others' next collective fail, and
-a rank that hangs makes it time out (``GENTRAIN_DIST_TIMEOUT_S``, default 1800 s: long
-enough for rank 0's evaluation), each with a ``DataParallelError`` that says so.
+stop after the same step. A rank that dies or raises makes the others' next collective
+fail at once, and a rank that hangs makes it time out (``GENTRAIN_DIST_TIMEOUT_S``,
+default 900 s), each with a ``DataParallelError`` that names the rank and the phase.
 """
 
 from __future__ import annotations
@@ -58,7 +62,7 @@ warnings.filterwarnings(
 )
 
 TIMEOUT_ENV = "GENTRAIN_DIST_TIMEOUT_S"
-DEFAULT_TIMEOUT_S = 1800
+DEFAULT_TIMEOUT_S = 900
 
 
 class DataParallelError(GentrainError):
@@ -125,6 +129,9 @@ class World:
     sync_batchnorm: bool = True
     owns_group: bool = False  # whether ``setup`` started the process group (and ends it)
     step: int = field(default=0, repr=False)  # the trainer's, for error messages
+    # What the ranks are doing (training step, validation, evaluation, checkpoint), set by
+    # the trainer, so that a failed or timed-out collective says where it stopped.
+    phase: str = field(default="setup", repr=False)
     _randomness: GlobalBatchRandomness | None = field(default=None, repr=False)
 
     @property
@@ -233,18 +240,90 @@ class World:
         """Rank 0's ``value`` (any picklable object) on every rank."""
         if not self.distributed:
             return value
-        box = [value]
+        return self._broadcast(value, "sharing rank 0's results")
+
+    def share(self, count: int) -> range:
+        """This rank's contiguous part of ``count`` items (batches, chunks): the ranks'
+        parts, in rank order, are ``range(count)``."""
+        return range(self.rank * count // self.size, (self.rank + 1) * count // self.size)
+
+    def gather_rows(self, tensor: torch.Tensor, what: str) -> torch.Tensor:
+        """Every rank's rows of ``tensor`` (of any length), concatenated in rank order, on
+        every rank: with ``share``, the rows one process would hold. On the CPU."""
+        if not self.distributed:
+            return tensor
+        local = tensor.to(self.device).contiguous()
+        lengths = [torch.zeros(1, dtype=torch.long, device=self.device) for _ in range(self.size)]
         try:
-            dist.broadcast_object_list(box, src=0)
+            dist.all_gather(lengths, torch.tensor([len(local)], device=self.device))
+            padded = local.new_zeros((int(max(lengths)), *local.shape[1:]))
+            padded[: len(local)] = local
+            parts = [torch.empty_like(padded) for _ in range(self.size)]
+            dist.all_gather(parts, padded)
         except (RuntimeError, dist.DistBackendError) as exc:
-            raise self._error("sharing rank 0's results", exc) from None
-        return box[0]
+            raise self._error(what, exc) from None
+        return torch.cat([p[: int(n)] for p, n in zip(parts, lengths)]).cpu()
+
+    def total(self, value: float, what: str) -> float:
+        """The sum of ``value`` over the ranks."""
+        if not self.distributed:
+            return value
+        summed = torch.tensor([value], dtype=torch.float64, device=self.device)
+        self._all_reduce(summed, what)
+        return float(summed.item())
+
+    def computed_on_main(self, compute: Any, what: str) -> Any:
+        """``compute()`` run on rank 0 alone, its result handed to every rank: work whose
+        inputs every rank holds but only one needs to do (an evaluation's figures)."""
+        if not self.distributed:
+            return compute()
+        result = None
+        if self.is_main:
+            with self._idle_ranks_threads():
+                result = compute()
+        return self._broadcast(result, what)
+
+    def main_first(self, work: Any, what: str) -> Any:
+        """``work()`` on rank 0, then on the others once it is done: the first call fills a
+        cache (the feature classifier) that the later ones read. A failure on rank 0 ends
+        the others' wait at once."""
+        if not self.distributed:
+            return work()
+        result = work() if self.is_main else None
+        try:
+            dist.barrier()
+        except (RuntimeError, dist.DistBackendError) as exc:
+            raise self._error(what, exc) from None
+        return result if self.is_main else work()
 
     def close(self) -> None:
         if self.owns_group and dist.is_initialized():
             dist.destroy_process_group()
 
     # --- internals ------------------------------------------------------------------------
+    @contextmanager
+    def _idle_ranks_threads(self) -> Iterator[None]:
+        """On CPU, rank 0 working alone takes the threads of this node's waiting ranks
+        (torchrun's ``LOCAL_WORLD_SIZE``): they sleep in a collective meanwhile."""
+        local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+        if self.device.type != "cpu" or local <= 1:
+            yield
+            return
+        threads = torch.get_num_threads()
+        torch.set_num_threads(threads * local)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(threads)
+
+    def _broadcast(self, value: Any, what: str) -> Any:
+        box = [value]
+        try:
+            dist.broadcast_object_list(box, src=0)
+        except (RuntimeError, dist.DistBackendError) as exc:
+            raise self._error(what, exc) from None
+        return box[0]
+
     def _all_reduce(self, tensor: torch.Tensor, what: str, op=dist.ReduceOp.SUM) -> None:
         try:
             dist.all_reduce(tensor, op=op)
@@ -254,9 +333,11 @@ class World:
     def _error(self, what: str, exc: BaseException) -> DataParallelError:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         return DataParallelError(
-            f"rank {self.rank}/{self.size}: {what} at step {self.step} failed ({first}). "
-            "Another rank died or hung (its own log says why); the run stops here. "
-            f"Resume all ranks with trainer.resume=auto; the timeout is {TIMEOUT_ENV}"
+            f"rank {self.rank}/{self.size}: {what} during {self.phase} at step {self.step} "
+            f"failed ({first}). Another rank died, raised or hung: its own log says why; "
+            f"the run stops here. Resume all ranks with trainer.resume=auto; a rank that "
+            f"needs longer than {TIMEOUT_ENV} (now {timeout().total_seconds():g} s) between "
+            "collectives times out"
         )
 
     def _check_same_weights(self, model: nn.Module) -> None:

@@ -3,6 +3,7 @@
 examples:
   gentrain-eval outputs/runs/2026-11-22/vae-mnist-10-00-00  # a run dir or a .ckpt
   gentrain-eval RUN --num-samples 10000 --nll-samples 1000 --device cuda
+  torchrun --nproc_per_node=2 -m gentrain.evaluate RUN  # the samples shared by 2 ranks
 
 Prints a table with the real-data floor beside FID and KID, and writes ``eval.json`` in
 the run directory (or ``--output``).
@@ -22,10 +23,14 @@ from rich.table import Table
 
 from gentrain.checkpoint import atomic_write_bytes
 from gentrain.cli_help import command_parser
+from gentrain.config import DeviceConfig
 from gentrain.console import console, print_error, print_line
+from gentrain.data_parallel import World
+from gentrain.data_parallel import setup as setup_data_parallel
 from gentrain.errors import GentrainError
 from gentrain.evaluation import Evaluator
 from gentrain.restore import load_trained_run
+from gentrain.runtime import resolve_device
 
 FLOORED = {"val/fid": "val/fid_floor", "val/kid": "val/kid_floor"}
 
@@ -45,7 +50,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def evaluate(args: argparse.Namespace) -> dict[str, float]:
-    run = load_trained_run(args.checkpoint, args.device, args.data_dir)
+    """One process, or every rank under torchrun (each its share; rank 0 reports)."""
+    world = setup_data_parallel(resolve_device(DeviceConfig(name=args.device)))
+    try:
+        return _evaluate(args, world)
+    finally:
+        world.close()
+
+
+def _evaluate(args: argparse.Namespace, world: World) -> dict[str, float]:
+    run = load_trained_run(args.checkpoint, world.device, args.data_dir)
     overrides = {
         "num_samples": args.num_samples,
         "nll_samples": args.nll_samples,
@@ -55,8 +69,10 @@ def evaluate(args: argparse.Namespace) -> dict[str, float]:
     cfg = replace(run.config.eval, **{k: v for k, v in overrides.items() if v is not None})
     cfg.__post_init__()
     cache_dir = Path(args.cache_dir or run.config.paths.cache_dir).expanduser()
-    evaluator = Evaluator(cfg, run.data, run.device, cache_dir)
+    evaluator = Evaluator(cfg, run.data, run.device, cache_dir, world)
     metrics = evaluator(run.model)
+    if not world.is_main:
+        return metrics
 
     table = Table(
         title=f"{run.config.model.name} on {run.data.name}, step {run.step} "

@@ -46,7 +46,7 @@ def check_resume_source(path: Path, model_class: str) -> None:
 
 
 def load_trained_run(
-    path: str | Path, device: str = "auto", data_dir: str | None = None
+    path: str | Path, device: str | torch.device = "auto", data_dir: str | None = None
 ) -> TrainedRun:
     """Model (weights loaded, eval mode), validated config and dataset of a checkpoint.
 
@@ -64,7 +64,7 @@ def load_trained_run(
         cfg.dataset.root = data_dir
     cfg.dataset.download = False if data_dir else cfg.dataset.download
     run = validate_config(cfg)
-    resolved = resolve_device(DeviceConfig(name=device))
+    resolved = device if isinstance(device, torch.device) else resolve_device(DeviceConfig(device))
     data = build_dataset(run.dataset)
     model = build_model(run.model, data.image_shape, data.num_classes, data.name)
     model.load_state_dict(state["model"])

@@ -109,8 +109,8 @@ def _train(
     if warm_start_summary:
         logger.log_text("init_from", warm_start_summary)
     evaluator = None
-    if config.eval.enabled and world.is_main:  # the others wait at their next collective
-        evaluator = Evaluator(config.eval, data, device, Path(config.paths.cache_dir))
+    if config.eval.enabled:  # on every rank: each evaluates its share of the samples
+        evaluator = Evaluator(config.eval, data, device, Path(config.paths.cache_dir), world)
     trainer = Trainer(
         config.trainer,
         device,

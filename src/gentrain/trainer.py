@@ -346,6 +346,7 @@ class Trainer:
         cfg, world, speed = self.cfg, self.world, plan.speed
         model.train()
         for batch in plan.loader.epoch(self.epoch, start_batch=self.batch_in_epoch):
+            world.phase = "training step"  # what a failed collective's message names
             with world.global_batch_randomness(len(batch)), speed.autocast():
                 terms = model.training_step(speed.batch(batch))
             model.advance_schedules()
@@ -477,6 +478,7 @@ class Trainer:
         """Mean validation losses over the validation images, with RNG isolated from
         training."""
         images, labels = plan.val_images, plan.val_labels
+        self.world.phase = "validation"
         was_training = model.training
         model.eval()
         sums: dict[str, float] = {}
@@ -501,6 +503,7 @@ class Trainer:
         likelihood estimates only at the end (``final``)."""
         if self.evaluator is None:
             return {}
+        self.world.phase = "evaluation"  # every rank evaluates its share
         metrics = self.evaluator(model, final)
         self.logger.log_scalars(metrics, self.step)
         log.info(
@@ -552,6 +555,7 @@ class Trainer:
     # ---------------------------------------------------------------------------------------
     def _save(self, model: GenerativeModel) -> None:
         self.finite.raise_if_diverged(self.checkpoint_path)  # never save NaN weights
+        self.world.phase = "checkpoint"
         self._saved_step = self.step
         save_checkpoint(
             {

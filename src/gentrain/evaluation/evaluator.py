@@ -12,6 +12,11 @@ A conditional model is sampled class-balanced (labels 0..K-1 in turn), and score
 its *conditional accuracy* (the share of samples the domain classifier assigns to the
 class they were drawn for) and its *intra-class FID* (the mean over classes of the FID
 between a class's samples and that class's test images; Miyato & Koyama 2018).
+
+Under data-parallel training every rank evaluates: each generates and embeds its share of
+the batches (``World.share``), the features are gathered in rank order, and rank 0
+computes the figures from exactly the features one process would hold; the others
+receive them. The metrics never synchronise by themselves (``sync_on_compute=False``).
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from torchmetrics.image.inception import InceptionScore
 from torchmetrics.image.kid import KernelInceptionDistance
 
 from gentrain.data import Batch, ImageData
+from gentrain.data_parallel import World
 from gentrain.errors import ConfigError, require_at_least
 from gentrain.evaluation.classifier import Features, Logits, load_or_train_classifier
 from gentrain.evaluation.precision_recall import precision_recall
@@ -128,11 +134,17 @@ class Evaluator:
     """Computes ``val/*`` metrics of a model against a dataset's test split."""
 
     def __init__(
-        self, cfg: EvalConfig, data: ImageData, device: torch.device, cache_dir: Path
+        self,
+        cfg: EvalConfig,
+        data: ImageData,
+        device: torch.device,
+        cache_dir: Path,
+        world: World | None = None,
     ) -> None:
         self.cfg = cfg
         self.data = data
         self.device = device
+        self.world = world or World(device=device)  # the ranks that share the work
         self.cache_dir = cache_dir
         self._features: nn.Module | None = None
         self._logits: nn.Module | None = None
@@ -142,11 +154,17 @@ class Evaluator:
     # --- feature space -----------------------------------------------------------------
     def _networks(self) -> tuple[nn.Module, nn.Module]:
         if self._features is None or self._logits is None:
+            # Rank 0 trains (or downloads) once into the cache; the others then read it.
             if self.cfg.features == "inception":
-                self._features, self._logits = inception_features()
+                self._features, self._logits = self.world.main_first(
+                    inception_features, "waiting for rank 0's Inception weights"
+                )
             else:
-                classifier, acc = load_or_train_classifier(
-                    self.data, self.cache_dir, self.device, self.cfg.min_accuracy
+                classifier, acc = self.world.main_first(
+                    lambda: load_or_train_classifier(
+                        self.data, self.cache_dir, self.device, self.cfg.min_accuracy
+                    ),
+                    "waiting for rank 0's feature classifier",
                 )
                 self._features, self._logits = Features(classifier), Logits(classifier)
                 self.info["eval/classifier_accuracy"] = acc
@@ -156,15 +174,33 @@ class Evaluator:
 
     @torch.no_grad()
     def embed(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(features, logits) of float images in [0, 1] or uint8 images, batch by batch."""
+        """(features, logits) of float images in [0, 1] or uint8 images; each rank embeds
+        its share of the batches, and every rank gets all rows."""
+        return self._gather(*self._embed_local(images[self._my_rows(len(images))]))
+
+    def _my_rows(self, count: int) -> slice:
+        """This rank's rows of ``count``: its share of the whole batches."""
+        mine = self._my_batches(count, self.cfg.batch_size)
+        return slice(mine.start, min(mine.stop, count))
+
+    @torch.no_grad()
+    def _embed_local(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         features_net, logits_net = self._networks()
         feats, logits = [], []
-        for start in range(0, len(images), self.cfg.batch_size):
+        for start in range(0, len(images), self.cfg.batch_size) or [0]:  # 0 rows: empty sets
             x = images[start : start + self.cfg.batch_size].to(self.device)
             x = x.float().div(255.0) if x.dtype == torch.uint8 else x.float()
             feats.append(features_net(x).cpu())
             logits.append(logits_net(x).cpu())
         return torch.cat(feats).double(), torch.cat(logits).double()
+
+    def _gather(
+        self, feats: torch.Tensor, logits: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return (
+            self.world.gather_rows(feats, "gathering the evaluation's features"),
+            self.world.gather_rows(logits, "gathering the evaluation's logits"),
+        )
 
     def _real_sets(self) -> dict[str, torch.Tensor]:
         """Features of the real test images and of a train subset (for the floor), once."""
@@ -184,7 +220,10 @@ class Evaluator:
         with warnings.catch_warnings():  # "saves all features": we pass them precomputed
             warnings.simplefilter("ignore", UserWarning)
             kid = KernelInceptionDistance(
-                feature=Precomputed(dim), subsets=self.cfg.kid_subsets, subset_size=subset
+                feature=Precomputed(dim),
+                subsets=self.cfg.kid_subsets,
+                subset_size=subset,
+                sync_on_compute=False,
             )
         kid.update(real, real=True)
         kid.update(fake, real=False)
@@ -194,26 +233,32 @@ class Evaluator:
     def inception_score(self, logits: torch.Tensor) -> tuple[float, float]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
-            score = InceptionScore(feature=Precomputed(logits.shape[1]), splits=self.cfg.is_splits)
+            score = InceptionScore(
+                feature=Precomputed(logits.shape[1]),
+                splits=self.cfg.is_splits,
+                sync_on_compute=False,
+            )
         score.update(logits)
         mean, std = score.compute()
         return float(mean), float(std)
 
     @torch.no_grad()
     def generate(self, model: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """``num_samples`` images from the same seeded noise at every evaluation, and the
-        class each was drawn for (class-balanced; None for an unconditional model)."""
+        """This rank's share of ``num_samples`` images from the same seeded noise at every
+        evaluation, and the class each of all of them was drawn for (class-balanced; None
+        for an unconditional model). Every rank draws every batch's noise, so its share is
+        what one process draws at those rows."""
         generator = torch.Generator().manual_seed(self.cfg.seed)
         labels = model.balanced_labels(self.cfg.num_samples) if model.conditional else None
-        images = []
+        mine = self._my_rows(self.cfg.num_samples)
+        images = [torch.empty(0, *self.data.image_shape)]
         for start in range(0, self.cfg.num_samples, self.cfg.batch_size):
             n = min(self.cfg.batch_size, self.cfg.num_samples - start)
-            noise = model.sample_noise(n, generator).to(self.device)
-            if labels is None:
-                images.append(model.sample(noise).clamp(0, 1).cpu())
-            else:
-                drawn_for = labels[start : start + n].to(self.device)
-                images.append(model.sample(noise, drawn_for).clamp(0, 1).cpu())
+            noise = model.sample_noise(n, generator)
+            if not mine.start <= start < mine.stop:
+                continue
+            drawn_for = None if labels is None else labels[start : start + n].to(self.device)
+            images.append(model.sample(noise.to(self.device), drawn_for).clamp(0, 1).cpu())
         return torch.cat(images), labels
 
     def floor(self) -> dict[str, float]:
@@ -228,14 +273,17 @@ class Evaluator:
 
     @torch.no_grad()
     def __call__(self, model: nn.Module, final: bool = True) -> dict[str, float]:
-        """All metrics of ``model``; the costly NLL estimate only when ``final``."""
+        """All metrics of ``model``; the costly NLL estimate only when ``final``. Under
+        data parallel, call it on every rank: each does its share, all get the figures."""
         start = time.perf_counter()
         was_training = model.training
         model.eval()
         devices = [self.device] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(self.cfg.seed)
-            metrics = self.score_images(*self.generate(model))
+            images, labels = self.generate(model)
+            feats, logits = self._gather(*self._embed_local(images))
+            metrics = self._score_features(feats, logits, labels)
             metrics.update(self._likelihood_metrics(model, with_nll=final))
         model.train(was_training)
         metrics.update({k: v for k, v in self.info.items() if k.startswith("eval/")})
@@ -250,16 +298,28 @@ class Evaluator:
         with the floor beside them: a model's samples, or a reference such as blurred
         real digits (scripts/benchmark_quality.py). With ``labels`` (the class each image
         should show), conditional accuracy and intra-class FID too."""
-        real = self._real_sets()["test"]
-        fake_feats, fake_logits = self.embed(images)
-        metrics = {} if labels is None else self.class_metrics(fake_feats, fake_logits, labels)
-        metrics.update({f"val/{k}": v for k, v in self.distances(real, fake_feats).items()})
-        metrics["val/is"], metrics["val/is_std"] = self.inception_score(fake_logits)
-        precision, recall = precision_recall(real, fake_feats, self.cfg.pr_k)
-        metrics["val/precision"], metrics["val/recall"] = precision, recall
-        metrics.update(self.floor())
-        metrics["eval/num_generated"] = float(len(images))
-        metrics["eval/num_real"] = float(len(real))
+        return self._score_features(*self.embed(images), labels)
+
+    def _score_features(
+        self, feats: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor | None
+    ) -> dict[str, float]:
+        """The figures of a generated set's features, computed on rank 0 alone."""
+        real = self._real_sets()  # every rank embeds its share of the real images
+
+        def compute() -> dict[str, float]:
+            torch.manual_seed(self.cfg.seed)  # KID's subsets
+            metrics = {} if labels is None else self.class_metrics(feats, logits, labels)
+            metrics.update({f"val/{k}": v for k, v in self.distances(real["test"], feats).items()})
+            metrics["val/is"], metrics["val/is_std"] = self.inception_score(logits)
+            precision, recall = precision_recall(real["test"], feats, self.cfg.pr_k)
+            metrics["val/precision"], metrics["val/recall"] = precision, recall
+            metrics.update(self.floor())
+            metrics["eval/num_generated"] = float(len(feats))
+            metrics["eval/num_real"] = float(len(real["test"]))
+            return metrics
+
+        metrics = self.world.computed_on_main(compute, "sharing the evaluation's figures")
+        self.info.update({k: v for k, v in metrics.items() if k.endswith("_floor")})
         return metrics
 
     def class_metrics(
@@ -285,7 +345,9 @@ class Evaluator:
 
     @staticmethod
     def _fid(real: torch.Tensor, fake: torch.Tensor) -> float:
-        fid = FrechetInceptionDistance(feature=Precomputed(real.shape[1])).double()
+        fid = FrechetInceptionDistance(
+            feature=Precomputed(real.shape[1]), sync_on_compute=False
+        ).double()
         fid.update(real, real=True)
         fid.update(fake, real=False)
         return float(fid.compute())
@@ -300,18 +362,19 @@ class Evaluator:
         def labels_of(rows: slice) -> torch.Tensor | None:
             return None if all_labels is None else all_labels[rows].to(self.device)
 
+        world = self.world
         if getattr(model, "has_encoder", False):
             squared = 0.0
-            for start in range(0, n, self.cfg.batch_size):
+            for start in self._my_batches(n, self.cfg.batch_size):
                 rows = slice(start, start + self.cfg.batch_size)
                 x = images[rows].to(self.device).float() / 255
                 recon = model.reconstruct(x, labels_of(rows))
                 squared += float((recon - x).pow(2).flatten(1).sum(1).sum())
-            out["val/recon_mse"] = squared / n
+            out["val/recon_mse"] = world.total(squared, "summing the reconstruction error") / n
         estimate = getattr(model, "importance_weighted_nll", None)
         if estimate is not None and self.cfg.nll_samples > 0 and with_nll:
             total, elbo = 0.0, 0.0
-            for start in range(0, n, 100):
+            for start in self._my_batches(n, 100):
                 rows = slice(start, start + 100)
                 x = images[rows].to(self.device).float() / 255
                 # The same seed before both, so that a model which binarises its input
@@ -321,7 +384,8 @@ class Evaluator:
                 torch.manual_seed(self.cfg.seed + start)
                 terms = model.validation_step(Batch(x, labels_of(rows)))
                 elbo += float(terms.get("elbo", math.nan)) * len(x)
-            out["val/nll_iwae"] = total / n
+            out["val/nll_iwae"] = world.total(total, "summing the NLL estimate") / n
+            elbo = world.total(elbo, "summing the ELBO")
             # The ELBO of the same images, beside the NLL (-ELBO >= NLL); its own key, since
             # val/elbo is the validation set's, logged every epoch.
             if math.isfinite(elbo):
@@ -329,3 +393,8 @@ class Evaluator:
             out["eval/nll_k"] = float(self.cfg.nll_samples)
             out["eval/nll_images"] = float(n)
         return out
+
+    def _my_batches(self, count: int, size: int) -> range:
+        """The first rows of this rank's share of the batches of ``size`` over ``count``."""
+        mine = self.world.share(math.ceil(count / size))
+        return range(mine.start * size, mine.stop * size, size)
