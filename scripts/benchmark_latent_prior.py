@@ -23,7 +23,7 @@ import torch
 from gentrain.evaluation import Evaluator
 from gentrain.evaluation.evaluator import EvalConfig
 from gentrain.models.latent_prior import LatentPrior, posterior_means
-from gentrain.restore import load_trained_run
+from gentrain.training.restore import load_trained_run
 
 
 def main() -> None:

@@ -6,7 +6,7 @@
         --nll-samples 5000 --nll-images 10000                           # Burda et al.'s NLL
     python scripts/benchmark_quality.py --presets cgan_mnist cvae_mnist cvaegan_mnist
 
-Each preset is trained by ``gentrain.train.train`` (the CLI's code path) for
+Each preset is trained by ``gentrain.cli.train.train`` (the CLI's code path) for
 ``trainer.max_seconds`` of training time, evaluated every epoch and at the end with
 gentrain's metrics (FID/KID/IS/precision/recall on 10,000 samples against the 10,000 test
 images, in the feature space of gentrain's MNIST classifier; the VAE's importance-weighted
@@ -36,12 +36,12 @@ import torch  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
 from torchvision.transforms.functional import gaussian_blur  # noqa: E402
 
-from gentrain.config import validate_config  # noqa: E402
+from gentrain.cli.train import train  # noqa: E402
+from gentrain.core.config import validate_config  # noqa: E402
+from gentrain.core.paths import config_dir  # noqa: E402
 from gentrain.data import build_dataset  # noqa: E402
 from gentrain.evaluation import Evaluator  # noqa: E402
-from gentrain.history import read_history  # noqa: E402
-from gentrain.paths import config_dir  # noqa: E402
-from gentrain.train import train  # noqa: E402
+from gentrain.tracking.history import read_history  # noqa: E402
 
 COLUMNS = [
     ("model", "{}"),

@@ -8,7 +8,7 @@
 ``--nproc N`` runs ``torchrun --nproc_per_node=N -m gentrain`` (the global batch stays
 ``--batch-size``; on a CPU give each rank ``--threads`` threads).
 
-Runs ``gentrain.train.train`` (the same code path as the CLI) with logging off, and prints
+Runs ``gentrain.cli.train.train`` (the same code path as the CLI) with logging off, and prints
 one line per model. Reference on 2 CPU cores: pythae's default MNIST VAE trains at
 67 images/s, its VAE-GAN at 15 images/s.
 """
@@ -27,10 +27,10 @@ from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 
-from gentrain.config import validate_config
+from gentrain.cli.train import train
+from gentrain.core.config import validate_config
+from gentrain.core.paths import config_dir
 from gentrain.models import build_model
-from gentrain.paths import config_dir
-from gentrain.train import train
 
 MNIST_TRAIN_IMAGES = 60_000
 

@@ -11,8 +11,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-import gentrain.config  # noqa: F401  (registers the schemas the YAML presets extend)
-from gentrain.paths import config_dir
+import gentrain.core.config  # noqa: F401  (registers the schemas the YAML presets extend)
+from gentrain.core.paths import config_dir
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -55,8 +55,8 @@ def require_dataset(folder: str) -> Path:
     if os.environ.get("GENTRAIN_OFFLINE", "") not in ("1", "true") and not on_ci():
         from torchvision import datasets
 
+        from gentrain.core.errors import DataNotFoundError
         from gentrain.data.mnist import _download
-        from gentrain.errors import DataNotFoundError
 
         with contextlib.suppress(DataNotFoundError):  # no network: say what to provide
             _download(getattr(datasets, folder), download_dir())

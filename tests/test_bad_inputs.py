@@ -255,7 +255,7 @@ class RunsACommand:
 @pytest.fixture(scope="module")
 def world(tmp_path_factory, data_dir, cache_dir) -> dict[str, str]:
     """An existing run (a 4-step VAE) and the bad things the rows point at."""
-    from gentrain.train import train
+    from gentrain.cli.train import train
 
     tmp = tmp_path_factory.mktemp("bad_inputs")
     run = tmp / "run"
@@ -322,7 +322,7 @@ def run_row(r: Row, world: dict[str, str], capsys, monkeypatch) -> tuple[int, st
     if r.kind == "cli":
         import hydra
 
-        from gentrain import train
+        from gentrain.cli import train
 
         def no_hydra(*a, **k):
             raise AssertionError("the pre-flight check let a bad override through to Hydra")
@@ -332,8 +332,8 @@ def run_row(r: Row, world: dict[str, str], capsys, monkeypatch) -> tuple[int, st
         monkeypatch.setattr(sys, "argv", ["gentrain", *base, *args])
         return _in_process(train.main, capsys)
     if r.kind == "run":
-        from gentrain.run_lock import RunLock
-        from gentrain.train import hydra_task
+        from gentrain.cli.train import hydra_task
+        from gentrain.training.run_lock import RunLock
 
         hold = "+_hold_lock=true" in args
         args = [a for a in args if a != "+_hold_lock=true"]
@@ -347,7 +347,7 @@ def run_row(r: Row, world: dict[str, str], capsys, monkeypatch) -> tuple[int, st
                 return _in_process(lambda: hydra_task(cfg), capsys)
         return _in_process(lambda: hydra_task(cfg), capsys)
     if r.kind in ("eval", "sample", "compare"):
-        from gentrain import compare, evaluate, sample
+        from gentrain.cli import compare, evaluate, sample
 
         if r.kind == "compare":
             args = [*args, "--dry-run", "--out", f"{world['tmp']}/compare"]
@@ -355,8 +355,8 @@ def run_row(r: Row, world: dict[str, str], capsys, monkeypatch) -> tuple[int, st
         return _in_process(lambda: module.main(args), capsys)
     command = {
         "sh-gentrain": [sys.executable, "-m", "gentrain", "debug=fast", "device=cpu"],
-        "sh-compare": [sys.executable, "-m", "gentrain.compare", "--out", f"{world['tmp']}/c"],
-        "sh-eval": [sys.executable, "-m", "gentrain.evaluate"],
+        "sh-compare": [sys.executable, "-m", "gentrain.cli.compare", "--out", f"{world['tmp']}/c"],
+        "sh-eval": [sys.executable, "-m", "gentrain.cli.evaluate"],
     }[r.kind]
     result = subprocess.run(
         [*command, *args], capture_output=True, text=True, timeout=300, cwd=world["tmp"]

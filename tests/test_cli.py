@@ -76,7 +76,9 @@ def test_non_editable_wheel_ships_the_configs(data_dir, tmp_path, cache_dir):
     )
     assert installed.returncode == 0, installed.stderr
     env = {**os.environ, "PYTHONPATH": str(target)}
-    where = _run(["-c", "import gentrain.paths as p; print(p.config_dir())"], cwd=tmp_path, env=env)
+    where = _run(
+        ["-c", "import gentrain.core.paths as p; print(p.config_dir())"], cwd=tmp_path, env=env
+    )
     assert Path(where.stdout.strip()) == target / "gentrain" / "configs", where.stderr
     run_dir = tmp_path / "run"
     env["GENTRAIN_CACHE_DIR"] = str(cache_dir)

@@ -8,8 +8,8 @@ import pytest
 import torch
 from PIL import Image
 
-from gentrain import evaluate, sample
-from gentrain.train import train
+from gentrain.cli import evaluate, sample
+from gentrain.cli.train import train
 
 
 def _train_few_steps(out, data_dir, cache_dir, *overrides):
@@ -199,7 +199,7 @@ def test_sample_label_export_and_real_interpolation_stay_in_the_class(
 ):
     import numpy as np
 
-    from gentrain.restore import load_trained_run
+    from gentrain.training.restore import load_trained_run
 
     calls = _spy(monkeypatch, "sample")
     encodes = _spy(monkeypatch, "encode")
@@ -224,7 +224,7 @@ def test_sample_reconstructs_a_conditional_model_with_the_images_labels(cvae_run
     sample.main([str(cvae_run), "--device", "cpu", "-n", "4", "--reconstruct"])
     sample.main([str(cvae_run), "--device", "cpu", "-n", "4", "--reconstruct", "--label", "5"])
     (_, first), (_, fives) = calls
-    from gentrain.restore import load_trained_run
+    from gentrain.training.restore import load_trained_run
 
     data = load_trained_run(cvae_run, "cpu").data
     assert first.tolist() == data.val_labels[:4].tolist()  # the first test images, their labels
@@ -260,7 +260,7 @@ def test_sample_refuses_a_label_for_an_unconditional_model(vae_run, capsys):
 def test_numeric_class_names_are_read_as_names_not_indices():
     from types import SimpleNamespace
 
-    from gentrain.errors import GentrainError
+    from gentrain.core.errors import GentrainError
 
     # an image_folder with folders 10, 2, 3 (sorted as strings): "2" is index 1
     run = SimpleNamespace(

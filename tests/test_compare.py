@@ -9,11 +9,11 @@ import statistics
 import pytest
 from PIL import Image
 
-from gentrain.compare import main
-from gentrain.comparison.arms import load_arms, plan_runs
-from gentrain.comparison.checks import check_runs
-from gentrain.errors import ConfigError
-from gentrain.report import build_report
+from gentrain.cli.compare import main
+from gentrain.core.errors import ConfigError
+from gentrain.experiments.comparison.arms import load_arms, plan_runs
+from gentrain.experiments.comparison.checks import check_runs
+from gentrain.experiments.report import build_report
 
 
 def write_spec(path, arms):
@@ -24,7 +24,7 @@ def write_spec(path, arms):
 
 
 def test_arms_subset_brings_its_source_and_bad_names_list_the_valid_ones(tmp_path):
-    from gentrain.comparison.arms import spec_path
+    from gentrain.experiments.comparison.arms import spec_path
 
     arms = load_arms(spec_path(), ["vae_to_vaegan"])
     assert [a.name for a in arms] == ["vae", "vae_to_vaegan"]
@@ -60,7 +60,7 @@ def test_arms_subset_brings_its_source_and_bad_names_list_the_valid_ones(tmp_pat
 
 
 def test_the_commands_differ_only_in_arm_seed_and_directory(tmp_path):
-    from gentrain.comparison.arms import spec_path
+    from gentrain.experiments.comparison.arms import spec_path
 
     runs = plan_runs(load_arms(spec_path(), None), [0, 1], ["trainer.max_epochs=3"], tmp_path)
     assert [r.key for r in runs[:4]] == [
@@ -300,7 +300,7 @@ def test_tiny_comparison_end_to_end(tmp_path, data_dir, cache_dir, monkeypatch, 
 def test_every_arm_takes_the_command_line_dataset_and_shares_one_latent_size(tmp_path):
     from conftest import compose_config
 
-    from gentrain.comparison.arms import read_spec, spec_path
+    from gentrain.experiments.comparison.arms import read_spec, spec_path
 
     arms = load_arms(spec_path(), list(read_spec(spec_path())[1]))  # every set's arms
     assert len(arms) == len(read_spec(spec_path())[0])
@@ -333,7 +333,7 @@ def test_the_conditional_set_is_checked_and_planned_without_training(tmp_path, d
 
 
 def test_a_cell_says_how_many_seeds_it_averages():
-    from gentrain.report import cell
+    from gentrain.experiments.report import cell
 
     assert cell([1.0, 3.0], 1) == "2.0 ± 1.4"
     assert cell([1.0, float("nan"), 3.0], 1) == "2.0 ± 1.4 (n=2 of 3)"
@@ -343,13 +343,13 @@ def test_a_cell_says_how_many_seeds_it_averages():
 
 
 def _arm(name, overrides, init_from=None):
-    from gentrain.comparison.arms import Arm
+    from gentrain.experiments.comparison.arms import Arm
 
     return Arm(name, name.upper(), overrides, init_from)
 
 
 def test_a_directory_grows_by_seeds_and_arms_but_keeps_its_definitions(tmp_path):
-    from gentrain.comparison.state import CompareState
+    from gentrain.experiments.comparison.state import CompareState
 
     out = tmp_path / "cmp"
     order = ["vae", "gan", "conv"]
@@ -378,7 +378,7 @@ def test_a_directory_grows_by_seeds_and_arms_but_keeps_its_definitions(tmp_path)
 def test_one_compare_at_a_time_in_a_directory(tmp_path):
     import fcntl
 
-    from gentrain.comparison.state import CompareState
+    from gentrain.experiments.comparison.state import CompareState
 
     out = tmp_path / "cmp"
     out.mkdir()
@@ -405,7 +405,7 @@ def test_a_signal_to_compare_reaches_the_training_child_once(tmp_path):
     import threading
     import time
 
-    from gentrain.child_process import ChildProcess
+    from gentrain.core.child_process import ChildProcess
 
     marker = tmp_path / "signals"
     child = (
@@ -440,7 +440,8 @@ def test_a_training_run_stops_if_gentrain_compare_is_gone():
     import sys
 
     code = (
-        "from gentrain.child_process import stop_with_parent; stop_with_parent(); print('training')"
+        "from gentrain.core.child_process import stop_with_parent; "
+        "stop_with_parent(); print('training')"
     )
 
     def run(parent_pid):

@@ -13,7 +13,7 @@ from gentrain.data import Batch
 from gentrain.models.gan import GAN, GANConfig
 from gentrain.models.vae import VAE, VAEConfig
 from gentrain.models.vaegan import VAEGAN, VAEGANConfig
-from gentrain.optim import OptimizerConfig, OptimizerFactory
+from gentrain.training.optim import OptimizerConfig, OptimizerFactory
 
 SHAPE = (1, 16, 16)
 CLASSES = 3
@@ -185,7 +185,7 @@ def test_a_resumed_conditional_run_is_bit_identical(make_config, tmp_path, model
 
 
 def train_run(cfg):
-    from gentrain.train import train
+    from gentrain.cli.train import train
 
     return train(cfg)
 
@@ -195,8 +195,8 @@ def test_the_samples_grid_of_a_conditional_run_is_classes_by_columns(
 ):
     from PIL import Image
 
-    from gentrain.train import train
-    from gentrain.trainer import Trainer
+    from gentrain.cli.train import train
+    from gentrain.training.trainer import Trainer
 
     grids = {}
     original = Trainer._write_final_grids
@@ -226,7 +226,7 @@ MNIST = (1, 28, 28)
 
 
 def test_a_cvae_warm_starts_a_cvaegan_and_a_cgan(cvae_run):
-    from gentrain.warm_start import warm_start
+    from gentrain.training.warm_start import warm_start
 
     source = _weights(cvae_run)
     model = VAEGAN(VAEGANConfig(width=8, latent_dim=4, conditional=True), MNIST, 10)
@@ -248,8 +248,8 @@ def test_a_cvae_warm_starts_a_cvaegan_and_a_cgan(cvae_run):
 def test_an_unconditional_vae_into_a_cvaegan_is_refused_with_the_fix(tmp_path, data_dir, cache_dir):
     from test_warm_start import tiny_run
 
-    from gentrain.errors import ConfigError
-    from gentrain.warm_start import warm_start
+    from gentrain.core.errors import ConfigError
+    from gentrain.training.warm_start import warm_start
 
     vae = tiny_run(tmp_path / "vae", data_dir, cache_dir, "model.latent_dim=4")
     model = VAEGAN(VAEGANConfig(width=8, latent_dim=4, conditional=True), MNIST, 10)

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from gentrain.config import validate_config
-from gentrain.errors import ConfigError
-from gentrain.paths import config_dir
-from gentrain.registry import DATASETS, LOGGERS, MODELS, OPTIMIZERS
+from gentrain.core.config import validate_config
+from gentrain.core.errors import ConfigError
+from gentrain.core.paths import config_dir
+from gentrain.core.registry import DATASETS, LOGGERS, MODELS, OPTIMIZERS
 
 CONFIGS = config_dir()
 GROUPS = sorted(p.name for p in CONFIGS.iterdir() if p.is_dir() and p.name != "hydra")
@@ -91,7 +91,7 @@ def test_cli_rejects_bad_config_before_training(data_dir, tmp_path):
 
 
 def test_unhandled_image_size_is_a_config_error(make_config):
-    from gentrain.train import train
+    from gentrain.cli.train import train
 
     with pytest.raises(ConfigError, match="image size 30x30 cannot be handled"):
         train(make_config("dataset.image_size=30"))

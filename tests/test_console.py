@@ -4,7 +4,7 @@ import io
 
 import pytest
 
-from gentrain.console import console, print_error
+from gentrain.tracking.console import console, print_error
 
 
 def test_errors_are_not_wrapped_and_brackets_are_not_markup(capsys, monkeypatch):
@@ -35,7 +35,7 @@ VAEGAN_TERMS = {
 def _render(width, **overrides):
     from rich.console import Console
 
-    from gentrain.console import progress_lines
+    from gentrain.tracking.console import progress_lines
 
     args = dict(
         epoch="3",

@@ -10,8 +10,8 @@ from tensorboard.plugins.custom_scalar import layout_pb2
 from tensorboard.plugins.hparams import backend_context
 from tensorboard.plugins.hparams import metadata as hparams_metadata
 
-from gentrain.dashboard import scalar_layout
-from gentrain.train import train
+from gentrain.cli.train import train
+from gentrain.tracking.dashboard import scalar_layout
 
 
 @pytest.fixture(scope="module")
@@ -129,7 +129,7 @@ def test_hparams_lead_with_the_model_its_knobs_lr_batch_seed_and_the_optimised_m
 
 
 def test_without_changed_knobs_the_latent_size_leads():
-    from gentrain.dashboard import hparams_for
+    from gentrain.tracking.dashboard import hparams_for
 
     flat = {"model/name": "vae", "model/latent_dim": 16, "model/beta": 1.0, "seed": 0}
     flat.update({"optimizer/lr": 2e-4, "trainer/batch_size": 128, "dataset/name": "mnist"})

@@ -10,8 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
+from gentrain.core.errors import ConfigError, DataNotFoundError
 from gentrain.data import DatasetConfig, DeviceTensorLoader, build_dataset
-from gentrain.errors import ConfigError, DataNotFoundError
 
 
 def test_mnist_decodes_the_real_gz_files_in_place(data_dir):

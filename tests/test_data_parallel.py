@@ -1,9 +1,9 @@
 """Data-parallel training: 2 gloo ranks on CPU against one process with the same global
 batch, resume, stops, a dead, a raising and a hanging rank, and evaluation shared by the
-ranks (gentrain.data_parallel).
+ranks (gentrain.training.data_parallel).
 
 Each test starts its ranks with ``multiprocessing`` (spawn), the way torchrun would start
-them, and every rank calls ``gentrain.train.train``: the code path of the CLI. Evaluation
+them, and every rank calls ``gentrain.cli.train.train``: the code path of the CLI. Evaluation
 is on, as a user runs it.
 """
 
@@ -22,10 +22,10 @@ import time
 import pytest
 import torch
 
+from gentrain.cli.train import train
+from gentrain.core.errors import ConfigError
 from gentrain.data import DeviceTensorLoader
-from gentrain.data_parallel import TIMEOUT_ENV, World, timeout
-from gentrain.errors import ConfigError
-from gentrain.train import train
+from gentrain.training.data_parallel import TIMEOUT_ENV, World, timeout
 
 TINY = [
     "model.width=8",
@@ -103,9 +103,9 @@ def _rank(rank, size, port, jobs, patch, results, timeout_s="60"):
     ``gentrain-eval`` for a job that is a list of its arguments)."""
     import torch.distributed as dist
 
-    from gentrain.errors import GentrainError
-    from gentrain.train import TrainingInterrupted
-    from gentrain.train import train as train_rank
+    from gentrain.cli.train import TrainingInterrupted
+    from gentrain.cli.train import train as train_rank
+    from gentrain.core.errors import GentrainError
 
     os.environ.update(
         MASTER_ADDR="127.0.0.1",
@@ -123,7 +123,7 @@ def _rank(rank, size, port, jobs, patch, results, timeout_s="60"):
     for cfg in jobs:
         try:
             if isinstance(cfg, list):
-                from gentrain.evaluate import evaluate, parse_args
+                from gentrain.cli.evaluate import evaluate, parse_args
 
                 results.put((rank, "eval", evaluate(parse_args(cfg))))
                 continue
@@ -279,7 +279,7 @@ def test_two_ranks_evaluate_a_run_as_one_process_does(make_config, tmp_path):
     common = [*TINY, "model.conditional=true", "eval.batch_size=64", "trainer.max_steps=2"]
     train(make_config(*common, output_dir=run))
     args = [str(run), "--device", "cpu", "--num-samples", "150", "--nll-images", "150"]
-    from gentrain.evaluate import evaluate, parse_args
+    from gentrain.cli.evaluate import evaluate, parse_args
 
     one = evaluate(parse_args([*args, "--output", str(tmp_path / "one.json")]))
     reports, codes = _run_ranks([[*args, "--output", str(tmp_path / "two.json")]])
@@ -369,7 +369,7 @@ SLURM_TASK_1_OF_8 = {
 
 
 def test_a_slurm_task_gets_torch_distributed_env_from_slurms(monkeypatch):
-    from gentrain.data_parallel import export_slurm_env
+    from gentrain.training.data_parallel import export_slurm_env
 
     exported = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE")
     for key in (*exported, "MASTER_ADDR", "MASTER_PORT"):
@@ -387,7 +387,7 @@ def test_a_slurm_task_gets_torch_distributed_env_from_slurms(monkeypatch):
 
 
 def test_a_requeued_slurm_job_resumes_from_its_own_checkpoint(tmp_path, monkeypatch):
-    from gentrain.data_parallel import requeued_checkpoint
+    from gentrain.training.data_parallel import requeued_checkpoint
 
     own = tmp_path / "checkpoints" / "last.ckpt"
     own.parent.mkdir()
@@ -402,7 +402,7 @@ def test_a_requeued_slurm_job_resumes_from_its_own_checkpoint(tmp_path, monkeypa
 def test_the_slurm_ddp_preset_starts_one_task_per_gpu():
     from hydra import compose, initialize_config_dir
 
-    from gentrain.train import config_dir
+    from gentrain.cli.train import config_dir
 
     with initialize_config_dir(version_base="1.3", config_dir=str(config_dir())):
         cfg = compose(

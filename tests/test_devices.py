@@ -10,13 +10,13 @@ from __future__ import annotations
 import pytest
 import torch
 
+from gentrain.core.errors import GentrainError
 from gentrain.data import Batch
-from gentrain.devices import check_on_device, same_device
-from gentrain.errors import GentrainError
 from gentrain.models.gan import GAN, GANConfig
 from gentrain.models.vae import VAE, VAEConfig
 from gentrain.models.vaegan import VAEGAN, VAEGANConfig
-from gentrain.optim import OptimizerConfig, OptimizerFactory
+from gentrain.training.devices import check_on_device, same_device
+from gentrain.training.optim import OptimizerConfig, OptimizerFactory
 
 SHAPE = (1, 16, 16)
 MODELS = {
@@ -83,7 +83,7 @@ def test_same_device_treats_a_missing_index_as_the_current_device():
 def test_the_trainer_stops_on_a_term_off_the_models_device(make_config, monkeypatch):
     """In a run, a term on another device (here ``meta``, as the CPU is to a GPU run) stops
     training at once with the term's name, not with torch.stack's device error."""
-    from gentrain.train import train
+    from gentrain.cli.train import train
 
     original = VAE.training_step
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from gentrain.core.errors import GentrainError
 from gentrain.data import DatasetConfig, build_dataset
-from gentrain.errors import GentrainError
 from gentrain.evaluation import EvalConfig, Evaluator
 from gentrain.evaluation import classifier as classifier_module
 from gentrain.evaluation.precision_recall import precision_recall
@@ -131,7 +131,7 @@ def test_evaluator_reports_every_metric_with_its_counts(evaluator):
 def test_inception_features_without_torch_fidelity_say_what_to_install(monkeypatch):
     import importlib.util
 
-    from gentrain.errors import ConfigError
+    from gentrain.core.errors import ConfigError
     from gentrain.evaluation.evaluator import inception_features
 
     real_find_spec = importlib.util.find_spec

@@ -7,17 +7,17 @@ import math
 import pytest
 import torch
 
+from gentrain.cli.train import train
+from gentrain.core.errors import ConfigError
 from gentrain.data import Batch
-from gentrain.errors import ConfigError
 from gentrain.models.adversarial import r1_penalty
 from gentrain.models.augment import augment, cutout, parse_policy, translation
 from gentrain.models.gan import GAN, GANConfig
 from gentrain.models.nets import FAMILIES, ImageDecoder, ImageEncoder
 from gentrain.models.vae import VAE, VAEConfig, discretized_logistic_nll, free_bits_kl
 from gentrain.models.vaegan import VAEGAN, VAEGANConfig
-from gentrain.optim import OptimizerConfig, OptimizerFactory
-from gentrain.train import train
-from gentrain.warm_start import warm_start
+from gentrain.training.optim import OptimizerConfig, OptimizerFactory
+from gentrain.training.warm_start import warm_start
 
 CONV_FAMILIES = [f for f in FAMILIES if f != "mlp"]
 

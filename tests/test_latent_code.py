@@ -7,11 +7,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+from gentrain.core.errors import ConfigError
 from gentrain.data import Batch
-from gentrain.errors import ConfigError
 from gentrain.models.gan import GAN, GANConfig
 from gentrain.models.latent_code import noise_for_codes, split_code
-from gentrain.optim import OptimizerConfig, OptimizerFactory
+from gentrain.training.optim import OptimizerConfig, OptimizerFactory
 
 SHAPE = (1, 16, 16)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from gentrain.errors import ConfigError
+from gentrain.core.errors import ConfigError
 from gentrain.models.latent_prior import LatentPrior
 from gentrain.models.vae import VAE, VAEConfig
 from gentrain.models.vaegan import VAEGANConfig
@@ -101,9 +101,9 @@ def test_prior_config_is_checked(schema):
 def test_training_fits_the_prior_before_evaluation_and_checkpoints_carry_it(
     make_config, tmp_path, monkeypatch, model
 ):
+    from gentrain.cli.train import train
     from gentrain.evaluation import Evaluator
-    from gentrain.restore import load_trained_run
-    from gentrain.train import train
+    from gentrain.training.restore import load_trained_run
 
     seen = []
     original = Evaluator.__call__
@@ -131,7 +131,7 @@ def test_training_fits_the_prior_before_evaluation_and_checkpoints_carry_it(
 def test_the_fit_counts_as_training_time_but_not_in_images_per_second(make_config, monkeypatch):
     import time
 
-    from gentrain.train import train
+    from gentrain.cli.train import train
 
     monkeypatch.setattr(VAE, "fit_to_data", lambda self, images, labels=None: time.sleep(1.0))
     cfg = make_config("model.width=8", "eval.enabled=false")

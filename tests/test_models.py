@@ -8,13 +8,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from gentrain.core.errors import ConfigError
 from gentrain.data import Batch
-from gentrain.errors import ConfigError
 from gentrain.models.adversarial import discriminator_loss, generator_loss, gradient_penalty
 from gentrain.models.gan import GAN, GANConfig
 from gentrain.models.vae import VAE, VAEConfig, gaussian_kl, reconstruction_nll
 from gentrain.models.vaegan import VAEGAN, VAEGANConfig
-from gentrain.optim import OptimizerConfig, OptimizerFactory
+from gentrain.training.optim import OptimizerConfig, OptimizerFactory
 
 SHAPE = (1, 16, 16)
 
@@ -270,8 +270,8 @@ def test_model_preset_defaults_match_the_dataclass(name):
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from gentrain.paths import config_dir
-    from gentrain.registry import MODELS
+    from gentrain.core.paths import config_dir
+    from gentrain.core.registry import MODELS
 
     with initialize_config_dir(version_base="1.3", config_dir=str(config_dir())):
         cfg = compose(config_name="train", overrides=[f"model={name}"])

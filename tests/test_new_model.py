@@ -15,12 +15,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gentrain.config import validate_config
+from gentrain.cli.train import train
+from gentrain.core.config import validate_config
+from gentrain.core.errors import ConfigError, require_at_least
+from gentrain.core.registry import MODELS
 from gentrain.data import Batch
-from gentrain.errors import ConfigError, require_at_least
 from gentrain.models import GenerativeModel
-from gentrain.registry import MODELS
-from gentrain.train import train
 
 
 @dataclass
@@ -100,8 +100,8 @@ def test_a_new_model_gets_the_usual_config_errors(tiny_decoder, compose_only):
 
 
 def test_the_command_line_accepts_a_model_without_a_preset(tiny_decoder):
-    from gentrain.overrides import check_overrides
-    from gentrain.paths import config_dir
+    from gentrain.cli.overrides import check_overrides
+    from gentrain.core.paths import config_dir
 
     check_overrides(["model=tiny_decoder"], config_dir())  # no configs/model/*.yaml needed
     with pytest.raises(ConfigError, match="did you mean 'tiny_decoder'"):

@@ -1,4 +1,4 @@
-"""trainer.precision / channels_last / compile (gentrain.precision)."""
+"""trainer.precision / channels_last / compile (gentrain.training.throughput)."""
 
 from __future__ import annotations
 
@@ -7,13 +7,13 @@ import copy
 import pytest
 import torch
 
-from gentrain.config import validate_config
+from gentrain.cli.train import train
+from gentrain.core.config import validate_config
+from gentrain.core.errors import ConfigError
 from gentrain.data import Batch
-from gentrain.errors import ConfigError
 from gentrain.models.vaegan import VAEGAN, VAEGANConfig
-from gentrain.optim import OptimizerConfig, OptimizerFactory
-from gentrain.precision import Throughput
-from gentrain.train import train
+from gentrain.training.optim import OptimizerConfig, OptimizerFactory
+from gentrain.training.throughput import Throughput
 
 SHAPE = (1, 16, 16)
 

@@ -1,7 +1,7 @@
 import pytest
 
-from gentrain.errors import ConfigError
-from gentrain.registry import Registry
+from gentrain.core.errors import ConfigError
+from gentrain.core.registry import Registry
 
 
 def test_register_and_get():

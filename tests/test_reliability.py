@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from gentrain.core.errors import CorruptDataError
 from gentrain.data import DatasetConfig, build_dataset
 from gentrain.data.integrity import PUBLISHED_MD5
-from gentrain.errors import CorruptDataError
 
 
 def copy_mnist(data_dir: Path, target: Path) -> Path:
@@ -72,8 +72,8 @@ def malicious_checkpoint(path: Path) -> Path:
 
 
 def test_a_malicious_checkpoint_is_refused_without_advice_to_unpickle_it(tmp_path):
-    from gentrain.checkpoint import load_checkpoint
-    from gentrain.errors import GentrainError
+    from gentrain.core.checkpoint import load_checkpoint
+    from gentrain.core.errors import GentrainError
 
     path = malicious_checkpoint(tmp_path / "last.ckpt")
     with pytest.raises(GentrainError) as info:
@@ -87,8 +87,8 @@ def test_a_malicious_checkpoint_is_refused_without_advice_to_unpickle_it(tmp_pat
 def test_a_foreign_file_is_not_a_gentrain_checkpoint(tmp_path):
     import torch
 
-    from gentrain.checkpoint import load_checkpoint
-    from gentrain.errors import GentrainError
+    from gentrain.core.checkpoint import load_checkpoint
+    from gentrain.core.errors import GentrainError
 
     torch.save({"state_dict": {"w": torch.zeros(2)}}, tmp_path / "lightning.ckpt")
     with pytest.raises(GentrainError, match="lightning.ckpt is not a gentrain checkpoint"):
@@ -102,7 +102,7 @@ def test_a_foreign_file_is_not_a_gentrain_checkpoint(tmp_path):
 HOLD = """
 import sys, time
 from pathlib import Path
-from gentrain.run_lock import RunLock
+from gentrain.training.run_lock import RunLock
 lock = RunLock(Path(sys.argv[1]))
 lock.acquire()
 (Path(sys.argv[1]) / "held").write_text("")
@@ -119,7 +119,7 @@ def test_a_second_writer_is_refused_and_a_dead_writers_lock_is_taken_over(tmp_pa
     import sys
     import time
 
-    from gentrain.run_lock import LOCK_NAME, RunDirectoryInUse, RunLock
+    from gentrain.training.run_lock import LOCK_NAME, RunDirectoryInUse, RunLock
 
     run_dir = tmp_path / "run"
     holder = subprocess.Popen([sys.executable, "-c", HOLD, str(run_dir)])
@@ -144,8 +144,8 @@ def test_a_second_writer_is_refused_and_a_dead_writers_lock_is_taken_over(tmp_pa
 
 
 def test_train_holds_the_lock_so_a_second_train_into_the_same_dir_is_refused(make_config):
-    from gentrain.run_lock import RunDirectoryInUse, RunLock
-    from gentrain.train import train
+    from gentrain.cli.train import train
+    from gentrain.training.run_lock import RunDirectoryInUse, RunLock
 
     cfg = make_config("logger=none", "eval.enabled=false")
     run_dir = cfg.paths.output_dir
@@ -169,9 +169,9 @@ def test_a_failed_checkpoint_write_keeps_the_previous_one_and_stops_cleanly(
 
     import torch
 
-    import gentrain.checkpoint as checkpoint
-    from gentrain.errors import StorageError
-    from gentrain.train import train
+    import gentrain.core.checkpoint as checkpoint
+    from gentrain.cli.train import train
+    from gentrain.core.errors import StorageError
 
     cfg = make_config("logger=none", "eval.enabled=false")  # checkpoints at steps 2 and 4
     run_dir = Path(cfg.paths.output_dir)
@@ -228,7 +228,7 @@ def _healthy_windows(count: int = 200):
 
 
 def test_the_runaway_detector_is_quiet_on_healthy_training():
-    from gentrain.runaway import RunawayDetector
+    from gentrain.training.runaway import RunawayDetector
 
     detector = RunawayDetector("stop")
     for step, means in enumerate(_healthy_windows()):
@@ -246,7 +246,7 @@ def test_the_runaway_detector_is_quiet_on_healthy_training():
     ],
 )
 def test_the_runaway_detector_names_explosion_saturation_and_a_stuck_generator(windows, kind, at):
-    from gentrain.runaway import RunawayDetector
+    from gentrain.training.runaway import RunawayDetector
 
     detector = RunawayDetector("warn")
     for step, means in enumerate(windows):
@@ -259,7 +259,7 @@ def test_runaway_warn_trains_on_and_flags_metrics_log_and_tensorboard(make_confi
 
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from gentrain.train import train
+    from gentrain.cli.train import train
 
     # One update per batch: the trajectory whose losses pass the absolute limit in 4 steps.
     cfg = make_config(
@@ -277,8 +277,8 @@ def test_runaway_warn_trains_on_and_flags_metrics_log_and_tensorboard(make_confi
 def test_runaway_stop_ends_the_run_and_keeps_the_last_checkpoint(make_config):
     import torch
 
-    from gentrain.runaway import RunawayTrainingError
-    from gentrain.train import train
+    from gentrain.cli.train import train
+    from gentrain.training.runaway import RunawayTrainingError
 
     cfg = make_config(
         "model=gan",
@@ -301,8 +301,8 @@ def test_runaway_stop_ends_the_run_and_keeps_the_last_checkpoint(make_config):
 
 
 def test_on_runaway_takes_only_warn_stop_or_off(compose_only):
-    from gentrain.config import validate_config
-    from gentrain.errors import ConfigError
+    from gentrain.core.config import validate_config
+    from gentrain.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="trainer.on_runaway must be warn, stop or off"):
         validate_config(compose_only("trainer.on_runaway=panic"))

@@ -62,7 +62,7 @@ def test_multirun_summarises_jobs_and_survives_a_failing_one(data_dir, cache_dir
 
 
 def test_seeds_are_aggregated_for_otherwise_identical_overrides():
-    from gentrain.sweep import aggregate_over_seeds
+    from gentrain.experiments.sweep import aggregate_over_seeds
 
     def row(overrides, value, status="completed"):
         return {"_overrides": overrides, "status": status, "val/fid": value}
@@ -80,7 +80,7 @@ def test_seeds_are_aggregated_for_otherwise_identical_overrides():
 
 
 def test_conditional_metrics_are_columns_only_when_a_job_has_them(tmp_path):
-    from gentrain.sweep import jobs_table, shown_metrics, write_summary_files
+    from gentrain.experiments.sweep import jobs_table, shown_metrics, write_summary_files
 
     def row(job, **metrics):
         overrides = [f"model={job}", "seed=0"]
@@ -188,7 +188,7 @@ def test_parallel_local_launcher_runs_jobs(data_dir, cache_dir, tmp_path):
 def test_launcher_and_search_presets_compose(override, target):
     from hydra import compose, initialize_config_dir
 
-    from gentrain.paths import config_dir
+    from gentrain.core.paths import config_dir
 
     with initialize_config_dir(version_base="1.3", config_dir=str(config_dir())):
         cfg = compose(config_name="train", overrides=[override], return_hydra_config=True)
@@ -199,7 +199,7 @@ def test_launcher_and_search_presets_compose(override, target):
 
 
 def test_job_names_keep_what_varies_and_stay_one_directory(monkeypatch):
-    from gentrain.sweep import FIXED_KEYS_ENV, job_name, remember_fixed_keys
+    from gentrain.experiments.sweep import FIXED_KEYS_ENV, job_name, remember_fixed_keys
 
     monkeypatch.delenv(FIXED_KEYS_ENV, raising=False)
     remember_fixed_keys(["-m", "model=vae,gan", "trainer.max_steps=9", "+experiment=x", "seed=0"])

@@ -11,10 +11,10 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from gentrain.errors import ConfigError, TrainingDivergedError
+from gentrain.cli.train import TrainingInterrupted, train
+from gentrain.core.errors import ConfigError, TrainingDivergedError
 from gentrain.models.gan import GAN
 from gentrain.models.vae import VAE
-from gentrain.train import TrainingInterrupted, train
 
 
 def test_few_steps_write_scalars_images_checkpoint_and_metrics(make_config, tmp_path):

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from gentrain.errors import ConfigError
+from gentrain.cli.train import train
+from gentrain.core.errors import ConfigError
 from gentrain.models.gan import GAN, GANConfig
 from gentrain.models.vaegan import VAEGAN, VAEGANConfig
-from gentrain.train import train
-from gentrain.warm_start import warm_start
+from gentrain.training.warm_start import warm_start
 
 
 def tiny_run(out, data_dir, cache_dir, *overrides):
@@ -104,7 +104,7 @@ def test_train_with_init_from_runs_and_refuses_resume_too(vae_run, make_config, 
 
 
 def test_a_warm_start_that_would_load_nothing_is_refused(vae_run):
-    from gentrain.warm_start import plan_warm_start
+    from gentrain.training.warm_start import plan_warm_start
 
     source = torch.load(vae_run / "checkpoints" / "last.ckpt", weights_only=True)["model"]
     model = VAEGAN(VAEGANConfig(width=8, latent_dim=4), (1, 28, 28))
@@ -140,7 +140,7 @@ def test_a_refusal_names_the_override_that_fixes_it_and_that_override_works(
 
 
 def test_a_refusal_without_a_single_fixing_knob_keeps_the_general_advice(vae_run):
-    from gentrain.warm_start import plan_warm_start
+    from gentrain.training.warm_start import plan_warm_start
 
     source = torch.load(vae_run / "checkpoints" / "last.ckpt", weights_only=True)["model"]
     model = VAEGAN(VAEGANConfig(width=8, latent_dim=4), (1, 32, 32))  # another image size

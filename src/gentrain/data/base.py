@@ -7,8 +7,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from gentrain.errors import ConfigError
-from gentrain.registry import DATASETS
+from gentrain.core.errors import ConfigError
+from gentrain.core.registry import DATASETS
 
 
 @dataclass

@@ -13,10 +13,10 @@ import numpy as np
 import torch
 from torchvision import datasets
 
+from gentrain.core.errors import DataNotFoundError
+from gentrain.core.registry import DATASETS
 from gentrain.data.base import DatasetConfig, ImageData
 from gentrain.data.integrity import read_verified
-from gentrain.errors import DataNotFoundError
-from gentrain.registry import DATASETS
 
 FOLDER = "cifar-10-batches-py"
 #: CIFAR-10's labels 0-9 (batches.meta's ``label_names``)

@@ -19,9 +19,9 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from gentrain.core.errors import ConfigError, DataNotFoundError, bulleted
+from gentrain.core.registry import DATASETS
 from gentrain.data.base import DatasetConfig, ImageData
-from gentrain.errors import ConfigError, DataNotFoundError, bulleted
-from gentrain.registry import DATASETS
 
 IGNORED_SUFFIXES = {".txt", ".md", ".json", ".csv", ".yaml", ".yml", ".db", ".ini"}
 # In-memory decoding is the fast path; refuse sizes that would not fit in host memory.

@@ -20,7 +20,7 @@ from typing import TypeVar
 from torchvision import datasets
 from torchvision.datasets.utils import check_integrity
 
-from gentrain.errors import CorruptDataError, GentrainError
+from gentrain.core.errors import CorruptDataError, GentrainError
 
 log = logging.getLogger("gentrain")
 T = TypeVar("T")

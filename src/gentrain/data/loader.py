@@ -10,8 +10,8 @@ from collections.abc import Iterator
 
 import torch
 
+from gentrain.core.errors import ConfigError
 from gentrain.data.batch import Batch
-from gentrain.errors import ConfigError
 
 
 def check_batch_fits(images: int, batch_size: int) -> None:
@@ -31,7 +31,7 @@ class DeviceTensorLoader:
     The permutation of epoch ``e`` depends only on ``(seed, e)``, so a run resumed in
     the middle of an epoch sees exactly the batches an uninterrupted run would. With
     ``world_size`` ranks, ``batch_size`` is the global batch and rank ``rank`` gets its
-    own ``batch_size // world_size`` rows of each (see ``gentrain.data_parallel``).
+    own ``batch_size // world_size`` rows of each (see ``gentrain.training.data_parallel``).
     """
 
     def __init__(

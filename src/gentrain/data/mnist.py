@@ -14,10 +14,10 @@ import numpy as np
 import torch
 from torchvision import datasets
 
+from gentrain.core.errors import DataNotFoundError
+from gentrain.core.registry import DATASETS
 from gentrain.data.base import DatasetConfig, ImageData
 from gentrain.data.integrity import read_verified
-from gentrain.errors import DataNotFoundError
-from gentrain.registry import DATASETS
 
 _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 #: Zalando's names for Fashion-MNIST's labels 0-9 (as torchvision's ``FashionMNIST.classes``)

@@ -18,9 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gentrain.checkpoint import atomic_write
+from gentrain.core.checkpoint import atomic_write
+from gentrain.core.errors import ConfigError, GentrainError
 from gentrain.data import ImageData
-from gentrain.errors import ConfigError, GentrainError
 
 log = logging.getLogger("gentrain")
 

@@ -34,11 +34,11 @@ from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.inception import InceptionScore
 from torchmetrics.image.kid import KernelInceptionDistance
 
+from gentrain.core.errors import ConfigError, require_at_least
 from gentrain.data import Batch, ImageData
-from gentrain.data_parallel import World
-from gentrain.errors import ConfigError, require_at_least
 from gentrain.evaluation.classifier import Features, Logits, load_or_train_classifier
 from gentrain.evaluation.precision_recall import precision_recall
+from gentrain.training.data_parallel import World
 
 log = logging.getLogger("gentrain")
 
@@ -257,8 +257,12 @@ class Evaluator:
             noise = model.sample_noise(n, generator)
             if not mine.start <= start < mine.stop:
                 continue
-            drawn_for = None if labels is None else labels[start : start + n].to(self.device)
-            images.append(model.sample(noise.to(self.device), drawn_for).clamp(0, 1).cpu())
+            noise = noise.to(self.device)
+            if labels is None:
+                images.append(model.sample(noise).clamp(0, 1).cpu())
+            else:
+                drawn_for = labels[start : start + n].to(self.device)
+                images.append(model.sample(noise, drawn_for).clamp(0, 1).cpu())
         return torch.cat(images), labels
 
     def floor(self) -> dict[str, float]:

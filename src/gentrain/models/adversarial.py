@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from gentrain.errors import ConfigError
+from gentrain.core.errors import ConfigError
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from gentrain.errors import ConfigError
+from gentrain.core.errors import ConfigError
 
 POLICIES = ("translation", "cutout")
 

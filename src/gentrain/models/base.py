@@ -19,11 +19,11 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from gentrain.core.errors import ConfigError
+from gentrain.core.registry import MODELS
 from gentrain.data.batch import Batch
-from gentrain.errors import ConfigError
 from gentrain.models.latent_prior import LatentPrior, posterior_means
-from gentrain.optim import OptimizerFactory
-from gentrain.registry import MODELS
+from gentrain.training.optim import OptimizerFactory
 
 
 class GenerativeModel(nn.Module):
@@ -40,7 +40,7 @@ class GenerativeModel(nn.Module):
     #: changes to that recipe for one network (the VAE-GAN's autoencoder); the same
     #: ``optimizer.*`` settings override them
     optimizer_defaults_per_network: ClassVar[dict[str, dict[str, Any]]] = {}
-    #: set by ``gentrain.data_parallel.World.prepare`` when several ranks train this model
+    #: set by ``gentrain.training.data_parallel.World.prepare`` when several ranks train this model
     data_parallel: Any = None
 
     def __init__(
@@ -54,7 +54,7 @@ class GenerativeModel(nn.Module):
         self.schedulers: dict[str, torch.optim.lr_scheduler.LRScheduler] = {}
         self.grad_clip_norm: float | None = None
         self._networks: dict[str, nn.Module] = {}
-        # trainer.precision=16-mixed: one loss scaler per optimiser (gentrain.precision)
+        # trainer.precision=16-mixed: one loss scaler per optimiser (gentrain.training.throughput)
         self.grad_scalers: dict[str, torch.amp.GradScaler] = {}
         # what an autoencoder's samples are drawn from, fitted by ``fit_to_data`` (None: N(0, I))
         self.latent_prior: LatentPrior | None = None

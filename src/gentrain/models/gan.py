@@ -30,8 +30,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gentrain.core.errors import ConfigError, require_at_least
+from gentrain.core.registry import MODELS
 from gentrain.data.batch import Batch
-from gentrain.errors import ConfigError, require_at_least
 from gentrain.models.adversarial import (
     check_loss,
     discriminator_loss,
@@ -44,7 +45,6 @@ from gentrain.models.augment import augment, parse_policy
 from gentrain.models.base import GenerativeModel
 from gentrain.models.latent_code import noise_for_codes, split_code
 from gentrain.models.nets import ImageDecoder, ImageEncoder, check_architecture
-from gentrain.registry import MODELS
 
 GAN_KINDS = ("nonsaturating", "hinge", "lsgan", "wgan_gp")
 CONDITIONINGS = ("projection", "acgan")

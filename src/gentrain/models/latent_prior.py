@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from gentrain.errors import ConfigError, require_at_least
+from gentrain.core.errors import ConfigError, require_at_least
 from gentrain.models.noise_bins import pick_bin
 
 

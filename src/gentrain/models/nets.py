@@ -36,7 +36,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from gentrain.errors import ConfigError
+from gentrain.core.errors import ConfigError
 from gentrain.models.conditioning import (
     ConditionalBatchNorm1d,
     ConditionalBatchNorm2d,

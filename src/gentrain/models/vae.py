@@ -21,12 +21,12 @@ import torch.nn.functional as F
 from torch import nn
 from torch.distributions import ContinuousBernoulli
 
+from gentrain.core.errors import ConfigError, require_at_least
+from gentrain.core.registry import MODELS
 from gentrain.data.batch import Batch
-from gentrain.errors import ConfigError, require_at_least
 from gentrain.models.base import GenerativeModel
 from gentrain.models.latent_prior import check_prior_config, latent_prior_for
 from gentrain.models.nets import ImageDecoder, ImageEncoder, check_architecture
-from gentrain.registry import MODELS
 
 LIKELIHOODS = ("bernoulli", "continuous_bernoulli", "discretized_logistic", "gaussian", "laplace")
 
@@ -166,7 +166,7 @@ class VAE(GenerativeModel):
     optimizer_defaults = {"lr": 1e-3}  # Adam's own default
     has_encoder = True
     IWAE_IMAGES_PER_PASS = 8192  # decoder batch of the NLL estimate: bounds its memory
-    #: init_from: checkpoints this model can start from (see gentrain/warm_start.py)
+    #: init_from: checkpoints this model can start from (see gentrain/training/warm_start.py)
     warm_start_sources = {
         "VAE": [("encoder.", "encoder."), ("decoder.", "decoder.")],
         "VAEGAN": [("encoder.", "encoder."), ("decoder.", "decoder.")],

@@ -39,8 +39,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gentrain.core.errors import ConfigError, require_at_least
+from gentrain.core.registry import MODELS
 from gentrain.data.batch import Batch
-from gentrain.errors import ConfigError, require_at_least
 from gentrain.models.adversarial import (
     LOGISTIC_LOSSES,
     check_loss,
@@ -52,7 +53,6 @@ from gentrain.models.gan import to_signed
 from gentrain.models.latent_prior import check_prior_config, latent_prior_for
 from gentrain.models.nets import ImageDecoder, ImageEncoder, check_architecture
 from gentrain.models.vae import gaussian_kl, posterior_encoder
-from gentrain.registry import MODELS
 
 
 @dataclass

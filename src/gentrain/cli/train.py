@@ -1,0 +1,240 @@
+"""The single entry point: ``gentrain`` / ``python -m gentrain``.
+
+``main`` is a thin Hydra wrapper; ``train(cfg)`` builds the dataset, model, logger and
+trainer from the registries by name, runs it and returns the final metrics, so tests and
+Hydra sweepers can call it directly.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from rich.markup import escape
+
+from gentrain.cli.overrides import check_argv
+from gentrain.core.checkpoint import atomic_write_bytes
+from gentrain.core.child_process import stop_with_parent
+from gentrain.core.config import RunConfig, validate_config
+from gentrain.core.errors import ConfigError, GentrainError
+from gentrain.core.paths import checkpoint_path, config_dir, find_resume_checkpoint, last_checkpoint
+from gentrain.core.registry import LOGGERS, MODELS
+from gentrain.core.runtime import resolve_device, seed_everything
+from gentrain.data import build_dataset, check_batch_fits
+from gentrain.evaluation import Evaluator
+from gentrain.experiments.sweep import remember_fixed_keys
+from gentrain.models import build_model
+from gentrain.tracking.console import console, print_config_tree, print_error, print_metrics_table
+from gentrain.training.data_parallel import World, hydra_overrides_for_rank, requeued_checkpoint
+from gentrain.training.data_parallel import setup as setup_data_parallel
+from gentrain.training.restore import check_resume_source
+from gentrain.training.run_lock import holds_run_lock
+from gentrain.training.trainer import Stopwatch, Trainer
+from gentrain.training.warm_start import warm_start
+
+log = logging.getLogger("gentrain")
+
+
+class TrainingInterrupted(GentrainError):
+    """Training stopped on SIGINT/SIGTERM after saving a checkpoint."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def flat_hparams(cfg: DictConfig) -> dict[str, Any]:
+    """The config as ``section/key`` -> scalar, for TensorBoard's HParams tab."""
+    out: dict[str, Any] = {}
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                walk(f"{prefix}/{key}" if prefix else str(key), item)
+        elif isinstance(value, bool | int | float | str):
+            out[prefix] = value
+        else:
+            out[prefix] = str(value)
+
+    walk("", {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k != "hydra"})
+    return out
+
+
+def changed_knobs(model_cfg: Any) -> list[str]:
+    """The model config's keys set away from that model's defaults: what sets a run apart."""
+    defaults = asdict(type(model_cfg)())
+    return [k for k, v in asdict(model_cfg).items() if k != "name" and defaults.get(k) != v]
+
+
+@holds_run_lock  # one writer per run directory
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Validate ``cfg``, train, write ``metrics.json``; return the final metrics."""
+    wall_clock = Stopwatch()
+    wall_clock.start()
+    config: RunConfig = validate_config(cfg)
+    output_dir = Path(config.paths.output_dir)
+    # One process, or this rank's process (its own GPU) under torchrun/SLURM.
+    world = setup_data_parallel(resolve_device(config.device), config.trainer.sync_batchnorm)
+    try:
+        return _train(cfg, config, world, output_dir, wall_clock)
+    finally:
+        world.close()
+
+
+def _train(
+    cfg: DictConfig, config: RunConfig, world: World, output_dir: Path, wall_clock: Stopwatch
+) -> dict[str, float]:
+    device = world.device
+    if world.distributed:  # rank 0's run directory (each rank's Hydra timed its own)
+        own, output_dir = output_dir, Path(world.broadcast(str(output_dir)))
+        if own != output_dir and own.is_dir() and not any(own.iterdir()):
+            own.rmdir()
+    resume_from, init_from = starting_point(config, output_dir)
+    seed_everything(config.seed, config.trainer.deterministic)
+    print_config_tree(cfg)
+
+    data = build_dataset(config.dataset)
+    check_batch_fits(len(data.train), config.trainer.batch_size)  # before the run dir is written
+    model = build_model(config.model, data.image_shape, data.num_classes, data.name)
+    warm_start_summary = warm_start(model, init_from) if init_from is not None else None
+    output_dir.mkdir(parents=True, exist_ok=True)
+    config_yaml = OmegaConf.to_yaml(cfg, resolve=True)
+    logger = LOGGERS.get(config.logger.name)(output_dir)
+    logger.log_text("config", "```yaml\n" + config_yaml + "```")
+    if warm_start_summary:
+        logger.log_text("init_from", warm_start_summary)
+    evaluator = None
+    if config.eval.enabled:  # on every rank: each evaluates its share of the samples
+        evaluator = Evaluator(config.eval, data, device, Path(config.paths.cache_dir), world)
+    trainer = Trainer(
+        config.trainer,
+        device,
+        output_dir,
+        logger,
+        seed=config.seed,
+        evaluator=evaluator,
+        eval_every_n_epochs=config.eval.every_n_epochs,
+        config_yaml=config_yaml,
+        wall_clock=wall_clock,
+        world=world,
+    )
+    try:
+        metrics = trainer.fit(model, data, config.optimizer, resume_from=resume_from)
+        metrics = world.broadcast(metrics)  # rank 0's, with its evaluation
+        # Everything the run spent: data, training, evaluation, earlier processes if resumed.
+        metrics["time/wall_seconds"] = wall_clock.seconds
+        changed = changed_knobs(config.model)
+        rates = model.initial_learning_rates()
+        logger.log_hparams(flat_hparams(cfg), metrics, config.optimized_metric, changed, rates)
+    finally:
+        logger.close()
+    return report_run(config, trainer, metrics, output_dir)
+
+
+def starting_point(config: RunConfig, output_dir: Path) -> tuple[Path | None, str | None]:
+    """(checkpoint to resume, run to warm-start from), checked before any data loads: a
+    new run never overwrites another's checkpoint, and resume and init_from exclude."""
+    resume_from = find_resume_checkpoint(config.trainer.resume, output_dir)
+    resume_from = resume_from or requeued_checkpoint(output_dir)  # SLURM requeue
+    own_checkpoint = last_checkpoint(output_dir)
+    if resume_from is None and own_checkpoint.is_file():
+        raise ConfigError(
+            f"{output_dir} already holds a run ({own_checkpoint}); a new run there would "
+            "overwrite it. Continue it with trainer.resume=auto, or train into another "
+            "directory (leave hydra.run.dir at its default, or pick a new one)"
+        )
+    init_from = config.extras.get("init_from")
+    if init_from is not None:
+        if resume_from is not None:
+            raise ConfigError(
+                "init_from and trainer.resume are both set: resume continues a run with its "
+                "full state, init_from starts a new run from another model's weights; pick one"
+            )
+        checkpoint_path(init_from)  # fail now, not after loading the data
+    if resume_from is not None:  # a foreign or damaged file: refused before anything is written
+        check_resume_source(resume_from, MODELS.get(config.model.name).__name__)
+    return resume_from, init_from
+
+
+def report_run(
+    config: RunConfig, trainer: Trainer, metrics: dict[str, float], output_dir: Path
+) -> dict[str, float]:
+    """Write ``metrics.json`` and show the table; raise TrainingInterrupted after a signal."""
+    atomic_write_bytes(output_dir / "metrics.json", (json.dumps(metrics, indent=2) + "\n").encode())
+    print_metrics_table(metrics)
+    log.info("outputs in %s", output_dir)
+    if trainer.interrupted:
+        code = 143 if trainer.interrupted == "SIGTERM" else 130
+        raise TrainingInterrupted(
+            f"stopped by {trainer.interrupted} at step {trainer.step}; checkpoint saved to "
+            f"{trainer.checkpoint_path}.\nResume: rerun the same command with "
+            f"trainer.resume={trainer.checkpoint_path}",
+            exit_code=code,
+        )
+    if config.optimized_metric not in metrics:
+        log.warning(
+            "optimized_metric %r is not among the metrics: %s",
+            config.optimized_metric,
+            ", ".join(metrics),
+        )
+    return metrics
+
+
+def _in_multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def hydra_task(cfg: DictConfig) -> float | None:
+    """Hydra's task function: returns the optimised metric for sweepers.
+
+    A single run stops on a user error with its message and exit code 2. In a sweep, a
+    failing job (bad hyper-parameter, divergence, even a bug) is recorded in its
+    ``status.json`` and the sweep goes on; the summary lists it as failed.
+    """
+    try:
+        metrics = train(cfg)
+    except TrainingInterrupted as exc:
+        console.print(
+            f"[bold yellow]{escape(str(exc))}[/bold yellow]", highlight=False, soft_wrap=True
+        )
+        sys.exit(exc.exit_code)
+    except Exception as exc:
+        if not _in_multirun():
+            if not isinstance(exc, GentrainError):
+                raise
+            print_error(exc)
+            sys.exit(2)
+        if not isinstance(exc, GentrainError):
+            log.exception("job failed")
+        print_error(exc, label="job failed")
+        status = {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}
+        output_dir = Path(cfg.paths.output_dir)
+        atomic_write_bytes(output_dir / "status.json", (json.dumps(status) + "\n").encode())
+        return float("nan")
+    return metrics.get(str(cfg.get("optimized_metric", "val/fid")))
+
+
+def main() -> None:
+    import hydra
+
+    stop_with_parent()
+    try:  # bad overrides: one line and exit 2, before Hydra writes anything
+        check_argv(sys.argv[1:], config_dir())
+    except ConfigError as exc:
+        print_error(exc)
+        sys.exit(2)
+    remember_fixed_keys(sys.argv[1:])  # for sweep job names: what varies between jobs
+    sys.argv.extend(hydra_overrides_for_rank())  # under torchrun, rank 0 alone writes
+    hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")(hydra_task)()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,5 +1,0 @@
-"""The parts of ``gentrain-compare`` (the CLI is ``gentrain.compare``), one concern each:
-``arms`` (the spec and the planned runs), ``checks`` (every config validated before
-anything trains), ``state`` (``compare.json`` and its lock), ``runner`` (the runs as child
-processes). The report is ``gentrain.report``.
-"""

@@ -1,0 +1,144 @@
+"""Experiment loggers, chosen by ``logger=<name>``: TensorBoard, or nothing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from gentrain.core.ranks import is_main_process
+from gentrain.core.registry import LOGGERS
+from gentrain.tracking.dashboard import (
+    facts_table,
+    hparams_for,
+    is_fact,
+    metric_order,
+    scalar_layout,
+)
+
+
+class Logger:
+    """What the trainer and ``train`` log through; each method does nothing here, so a
+    logger overrides only what its backend keeps."""
+
+    def log_scalars(self, values: dict[str, float], step: int) -> None: ...
+
+    def log_image(self, tag: str, grid: torch.Tensor, step: int) -> None: ...
+
+    def log_text(self, tag: str, text: str, step: int = 0) -> None: ...
+
+    def log_layout(self, networks: list[str]) -> None: ...
+
+    def log_hparams(
+        self,
+        hparams: dict[str, Any],
+        metrics: dict[str, float],
+        first_metric: str = "",
+        changed_knobs: list[str] | None = None,
+        learning_rates: dict[str, float] | None = None,
+    ) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class NullLogger(Logger):
+    """``logger=none``: logs nothing."""
+
+
+class TensorBoardLogger(Logger):
+    """Writes event files into the run directory itself, so that TensorBoard names the run
+    after it; only the main process writes.
+
+    Curves are what changes: run facts (``eval/*``: the feature classifier's accuracy,
+    sample counts) go once into a text table, not into flat scalar cards. See
+    ``gentrain.tracking.dashboard`` for the Custom Scalars layout and the HParams columns.
+    """
+
+    def __init__(self, log_dir: Path) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.log_dir = log_dir
+        self.writer = SummaryWriter(log_dir=str(log_dir))
+        self.tags: set[str] = set()  # every scalar tag written: what the layout charts
+        self.facts: dict[str, float] = {}
+        self.last_step = 0
+        self._layout: dict[str, Any] = {}
+
+    def log_scalars(self, values: dict[str, float], step: int) -> None:
+        self.last_step = max(self.last_step, step)
+        facts = {k: v for k, v in values.items() if is_fact(k)}
+        if facts:
+            self._log_facts(facts, step)
+        for tag, value in values.items():
+            if tag not in facts:
+                self.writer.add_scalar(tag, value, step)
+                self.tags.add(tag)
+
+    def _log_facts(self, facts: dict[str, float], step: int) -> None:
+        timing = {k for k in facts if k.endswith("seconds")}  # changes every time: not news
+        changed = any(self.facts.get(k) != v for k, v in facts.items() if k not in timing)
+        self.facts.update(facts)
+        if changed:
+            self.writer.add_text("evaluation", facts_table(self.facts), step)
+
+    def log_image(self, tag: str, grid: torch.Tensor, step: int) -> None:
+        self.writer.add_image(tag, grid, step)
+
+    def log_text(self, tag: str, text: str, step: int = 0) -> None:
+        self.writer.add_text(tag, text, step)
+
+    def log_layout(self, networks: list[str]) -> None:
+        """The Custom Scalars layout, from the tags logged so far, again whenever it grew
+        (the trainer calls this after each validation; TensorBoard uses the latest)."""
+        layout = scalar_layout(self.tags, networks)
+        if layout and layout != self._layout:
+            from torch.utils.tensorboard.summary import custom_scalars
+
+            self.writer.file_writer.add_summary(custom_scalars(layout), self.last_step)
+            self._layout = layout
+
+    def log_hparams(
+        self,
+        hparams: dict[str, Any],
+        metrics: dict[str, float],
+        first_metric: str = "",
+        changed_knobs: list[str] | None = None,
+        learning_rates: dict[str, float] | None = None,
+    ) -> None:
+        """One HParams row: the config (``hparams``, flattened), led by the values that
+        distinguish runs (see ``dashboard.hparams_for``), and the final ``metrics``,
+        ``first_metric`` first. Each network's learning rate also goes into the facts
+        table (a constant rate is not logged as a curve)."""
+        from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
+        from torch.utils.tensorboard.summary import hparams as hparams_summaries
+
+        values, leading = hparams_for(hparams, metrics, changed_knobs, learning_rates)
+        if learning_rates:
+            self._log_facts({f"lr/{n}": r for n, r in learning_rates.items()}, self.last_step)
+        names = metric_order(metrics, first_metric)
+        for name in names:  # HParams reads a metric's last scalar: log the ones not yet seen
+            if name not in self.tags:
+                self.writer.add_scalar(name, metrics[name], self.last_step)
+                self.tags.add(name)
+        experiment, start, end = hparams_summaries(values, {k: metrics[k] for k in names})
+        plugin_data = experiment.value[0].metadata.plugin_data
+        content = HParamsPluginData.FromString(plugin_data.content)
+        for info in content.experiment.hparam_infos:
+            info.differs = info.name in leading
+        plugin_data.content = content.SerializeToString()
+        for summary in (experiment, start, end):
+            self.writer.file_writer.add_summary(summary)
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+@LOGGERS.register("tensorboard")
+def tensorboard(output_dir: Path) -> Logger:
+    return TensorBoardLogger(output_dir) if is_main_process() else NullLogger()
+
+
+@LOGGERS.register("none")
+def none(output_dir: Path) -> Logger:
+    return NullLogger()

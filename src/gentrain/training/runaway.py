@@ -1,0 +1,121 @@
+"""Runaway training noticed: losses exploding, a discriminator saturated, a generator stuck.
+
+The NaN guard sees only NaN/Inf: a GAN at ``optimizer.lr=1e6`` used to train to the end
+with ``loss_d=8e13``, ``loss_g=0`` and report its FID as if all were well. The detector
+reads the window means the trainer already computes for its log line (so it adds no host
+sync to the training step) and flags:
+
+- explosion: an objective (``loss``, ``loss_d``, ``loss_g``, ...) whose window mean is
+  above ``ABSOLUTE_LIMIT``, or ``FACTOR`` times the median of its earlier windows;
+- saturation: the discriminator's outputs (``d_real``, ``d_fake``, ...) pinned within
+  ``EPS`` of 0/1, D all-winning or all-losing, for ``PATIENCE`` windows in a row;
+- a stuck generator: ``loss_g`` / ``gan_dec`` exactly 0 for ``PATIENCE`` windows in a row.
+
+``trainer.on_runaway``: ``warn`` (default) logs a line, writes a TensorBoard text entry and
+puts ``train/runaway`` (and its first step) into the metrics, so metrics.json and the
+sweep summary show it; ``stop`` ends the run with a RunawayTrainingError, without writing
+another checkpoint, so the last one saved before it was noticed is kept; ``off``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import statistics
+from pathlib import Path
+
+from gentrain.core.errors import GentrainError
+from gentrain.tracking.loggers import Logger, NullLogger
+
+log = logging.getLogger("gentrain")
+
+ACTIONS = ("warn", "stop", "off")
+OBJECTIVES = ("loss", "loss_d", "loss_g", "llike", "gan_d", "gan_dec")
+GENERATOR_LOSSES = ("loss_g", "gan_dec")
+ABSOLUTE_LIMIT = 1e8  # far above any per-image loss of gentrain's models
+FACTOR = 1000.0  # a window this many times its term's running median
+MIN_HISTORY = 3  # windows before the running median is trusted
+PATIENCE = 3  # windows in a row for saturation and a stuck generator
+EPS = 1e-3
+
+
+class RunawayTrainingError(GentrainError):
+    """Training exploded or collapsed and ``trainer.on_runaway=stop``."""
+
+
+class RunawayDetector:
+    """Fed the logged window means at each log step; acts once per kind of runaway."""
+
+    def __init__(self, action: str = "warn", logger: Logger | None = None) -> None:
+        self.action = action
+        self.logger = logger or NullLogger()
+        self.history: dict[str, list[float]] = {}
+        self.streaks = {"saturated": 0, "stuck": 0}
+        self.reasons: dict[str, str] = {}  # kind -> what was seen
+        self.first_step: int | None = None
+
+    def findings(self, means: dict[str, float]) -> dict[str, str]:
+        """The runaways ``means`` (one window) shows, by kind; updates the history."""
+        found: dict[str, str] = {}
+        for name in OBJECTIVES:
+            if name not in means or not math.isfinite(means[name]):
+                continue
+            value, past = abs(means[name]), self.history.setdefault(name, [])
+            median = statistics.median(past) if len(past) >= MIN_HISTORY else None
+            if value > ABSOLUTE_LIMIT:
+                found["explosion"] = f"{name}={means[name]:.4g} exploded (above {ABSOLUTE_LIMIT:g})"
+            elif median is not None and value > FACTOR * max(median, EPS):
+                found["explosion"] = (
+                    f"{name}={means[name]:.4g} exploded ({value / max(median, EPS):.3g} times "
+                    f"its running median {median:.4g})"
+                )
+            past.append(value)
+        outputs = {k: v for k, v in means.items() if k.startswith("d_")}
+        pinned = all(min(v, abs(1 - v)) < EPS for v in outputs.values())
+        saturated = bool(outputs) and pinned and any(v > 0.5 for v in outputs.values())
+        self.streaks["saturated"] = self.streaks["saturated"] + 1 if saturated else 0
+        if self.streaks["saturated"] >= PATIENCE:
+            shown = ", ".join(f"{k}={v:.4g}" for k, v in outputs.items())
+            found["saturation"] = (
+                f"the discriminator's outputs are saturated at 0/1 ({shown}) for "
+                f"{self.streaks['saturated']} log windows"
+            )
+        zero = [k for k in GENERATOR_LOSSES if means.get(k) == 0.0]
+        self.streaks["stuck"] = self.streaks["stuck"] + 1 if zero else 0
+        if self.streaks["stuck"] >= PATIENCE:
+            found["stuck"] = (
+                f"the generator's loss {zero[0]} is exactly 0 for {self.streaks['stuck']} "
+                "log windows"
+            )
+        return found
+
+    def check(self, step: int, means: dict[str, float], checkpoint: Path) -> None:
+        """Look at one window's means; warn, or raise RunawayTrainingError (``stop``)."""
+        if self.action == "off":
+            return
+        new = {k: v for k, v in self.findings(means).items() if k not in self.reasons}
+        if not new:
+            return
+        self.reasons.update(new)
+        self.first_step = self.first_step if self.first_step is not None else step
+        what = "; ".join(new.values())
+        fix = "lower optimizer.lr, or set trainer.gradient_clip_norm"
+        if self.action == "stop":
+            kept = (
+                f"the last checkpoint, {checkpoint}, was written before this was noticed"
+                if checkpoint.is_file()
+                else "no checkpoint had been written"
+            )
+            raise RunawayTrainingError(
+                f"training ran away at step {step}: {what}. Stopped (trainer.on_runaway=stop); "
+                f"{kept}. Fix: {fix}"
+            )
+        message = f"runaway training at step {step}: {what}. Training goes on; {fix}"
+        log.warning(message)
+        self.logger.log_text("runaway", message, step)
+
+    def metrics(self) -> dict[str, float]:
+        """``train/runaway`` (1.0) and the step it was first seen, if it was."""
+        if self.first_step is None:
+            return {}
+        return {"train/runaway": 1.0, "train/runaway_step": float(self.first_step)}
