@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
@@ -15,6 +16,12 @@ import gentrain.core.config  # noqa: F401  (registers the schemas the YAML prese
 from gentrain.core.paths import config_dir
 
 REPO = Path(__file__).resolve().parents[1]
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # One thread per pytest-xdist worker (and per process it starts): the workers share
+    # the cores, and oversubscribed OpenMP threads spin against each other.
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
 
 
 def shared_data_dir() -> Path:

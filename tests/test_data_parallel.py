@@ -21,6 +21,7 @@ import time
 
 import pytest
 import torch
+from conftest import compose_config, smoke_overrides
 
 from gentrain.cli.train import train
 from gentrain.core.errors import ConfigError
@@ -92,7 +93,7 @@ def _rank_1_hangs_in_evaluation(rank):
 
     def generate(self, model):
         if rank == 1:
-            time.sleep(10)  # past the 5 s timeout the test sets
+            time.sleep(6)  # past the 3 s timeout the test sets
         return original(self, model)
 
     Evaluator.generate = generate
@@ -181,49 +182,93 @@ MODELS = [
 ]
 
 
-def test_two_ranks_train_the_same_model_as_one_process(make_config, tmp_path):
+# The healthy 2-rank cases share one pair of rank processes (each start imports torch and
+# joins a group): the ranks run these jobs in turn, and the tests below read the results.
+# NCHW: its CPU kernels round alike at local batch 16 and global batch 32; channels_last's
+# blocked kernels do not, and three SGD steps of the VAE amplify that rounding past any
+# tolerance (the layouts' agreement to rounding is test_precision's).
+SAME_AS_ONE = [*TINY, "optimizer=sgd", "optimizer.lr=0.01", "trainer.channels_last=false"]
+RESUMED = [*TINY, "trainer.checkpoint_every_n_steps=2"]
+EVALUATED = [*TINY, "model.conditional=true", "eval.batch_size=64", "trainer.max_steps=2"]
+EVAL_ARGS = ["--device", "cpu", "--num-samples", "150", "--nll-images", "150"]
+
+
+@pytest.fixture(scope="module")
+def two_ranks(tmp_path_factory, data_dir, cache_dir):
+    """One process's runs, then one 2-rank session over the same jobs: the equivalence
+    runs of every model, a run stopped and resumed, and gentrain-eval of one checkpoint."""
+    from gentrain.cli.evaluate import evaluate, parse_args
+
+    root = tmp_path_factory.mktemp("two_ranks")
+
+    def config(*overrides, output_dir):
+        return compose_config([*smoke_overrides(data_dir, cache_dir, output_dir), *overrides])
+
+    same = {m: [*f"model={m}".split(), *SAME_AS_ONE, "trainer.max_steps=3"] for m in MODELS}
+    for i, common in enumerate(same.values()):
+        train(config(*common, output_dir=root / f"one{i}"))
+    train(config(*EVALUATED, output_dir=root / "evaluated"))
+    one_eval = evaluate(
+        parse_args([str(root / "evaluated"), *EVAL_ARGS, "--output", str(root / "one.json")])
+    )
+    jobs = [config(*c, output_dir=root / f"two{i}") for i, c in enumerate(same.values())]
+    jobs += [
+        config(*RESUMED, "trainer.max_steps=4", output_dir=root / "straight"),
+        config(*RESUMED, "trainer.max_steps=2", output_dir=root / "part"),
+        config(*RESUMED, "trainer.max_steps=4", "trainer.resume=auto", output_dir=root / "part"),
+        [str(root / "evaluated"), *EVAL_ARGS, "--output", str(root / "two.json")],
+    ]
+    reports, codes = _run_ranks(jobs)
+    return root, same, one_eval, reports, codes
+
+
+def test_two_ranks_train_the_same_model_as_one_process(two_ranks, make_config):
     """Same global batch of 32, 3 steps: the weights, BatchNorm statistics included, agree to
     float rounding, for each model. SGD, because Adam turns the rounding noise of gradients
     that are zero in exact arithmetic (a bias before BatchNorm) into whole steps of lr."""
-    # NCHW: its CPU kernels round alike at local batch 16 and global batch 32; channels_last's
-    # blocked kernels do not, and three SGD steps of the VAE amplify that rounding past any
-    # tolerance (the layouts' agreement to rounding is test_precision's).
-    steps = [*TINY, "optimizer=sgd", "optimizer.lr=0.01", "trainer.channels_last=false"]
-    configs = {m: [*f"model={m}".split(), *steps, "trainer.max_steps=3"] for m in MODELS}
-    for i, common in enumerate(configs.values()):
-        train(make_config(*common, output_dir=tmp_path / f"one{i}"))
-    jobs = [
-        make_config(*c, output_dir=tmp_path / f"two{i}") for i, c in enumerate(configs.values())
-    ]
-    reports, codes = _run_ranks(jobs)
-    assert reports[0] == reports[1] == [("ok", 3.0)] * len(MODELS) and codes == [0, 0]
-
+    root, same, _, reports, codes = two_ranks
+    n = len(MODELS)
+    assert reports[0][:n] == reports[1][:n] == [("ok", 3.0)] * n and codes == [0, 0]
     for i, model in enumerate(MODELS):
-        a, b = _weights(tmp_path / f"one{i}"), _weights(tmp_path / f"two{i}")
+        a, b = _weights(root / f"one{i}"), _weights(root / f"two{i}")
         assert a.keys() == b.keys()  # synchronised BatchNorm keeps the checkpoint's keys
         for key in a:
             if key.startswith("latent_prior."):  # refit by EM from the weights, which turns
                 continue  # their rounding differences into larger ones: not a weight
             torch.testing.assert_close(b[key], a[key], rtol=1e-4, atol=1e-4, msg=f"{model} {key}")
     # The weights moved well beyond the tolerance from one step to three: the check has teeth.
-    train(make_config(*configs["vae"][:-1], "trainer.max_steps=1", output_dir=tmp_path / "first"))
-    a, moved = _weights(tmp_path / "one0"), _weights(tmp_path / "first")
+    first = root / "first"
+    train(make_config(*same["vae"][:-1], "trainer.max_steps=1", output_dir=first))
+    a, moved = _weights(root / "one0"), _weights(first)
     assert any((moved[k].float() - a[k].float()).abs().max() > 1e-3 for k in a)
 
 
-def test_two_rank_resume_is_bit_identical(make_config, tmp_path):
-    common = [*TINY, "trainer.checkpoint_every_n_steps=2"]
-    straight, part = tmp_path / "straight", tmp_path / "part"
-    jobs = [
-        make_config(*common, "trainer.max_steps=4", output_dir=straight),
-        make_config(*common, "trainer.max_steps=2", output_dir=part),
-        make_config(*common, "trainer.max_steps=4", "trainer.resume=auto", output_dir=part),
-    ]
-    reports, _ = _run_ranks(jobs)
-    assert reports[0] == reports[1] == [("ok", 4.0), ("ok", 2.0), ("ok", 4.0)]
-    a, b = _weights(straight), _weights(part)
+def test_two_rank_resume_is_bit_identical(two_ranks):
+    root, _, _, reports, _ = two_ranks
+    n = len(MODELS)
+    assert reports[0][n : n + 3] == reports[1][n : n + 3] == [("ok", 4.0), ("ok", 2.0), ("ok", 4.0)]
+    a, b = _weights(root / "straight"), _weights(root / "part")
     for key in a:
         assert torch.equal(a[key], b[key]), key
+
+
+def test_two_ranks_evaluate_a_run_as_one_process_does(two_ranks):
+    """gentrain-eval of one conditional VAE checkpoint: 150 samples in batches of 64 (one
+    batch on rank 0, two on rank 1), reconstruction and NLL over 150 test images: the
+    figures, conditional ones included, equal one process's."""
+    _, _, one, reports, codes = two_ranks
+    assert codes == [0, 0]
+    (_, two), (_, two_on_rank_1) = reports[0][-1], reports[1][-1]
+    two_on_rank_1.pop("eval/seconds")
+    assert two_on_rank_1.items() <= two.items()  # rank 0's figures, handed to rank 1
+    figures = [k for k in one if k.startswith("val/")]
+    for key in ("val/fid", "val/kid", "val/is", "val/precision", "val/cond_accuracy"):
+        assert key in figures
+    for key in ("val/intra_fid", "val/recon_mse", "val/nll_iwae", "val/fid_floor"):
+        assert key in figures
+    for key in figures:
+        assert two[key] == pytest.approx(one[key], rel=1e-6, abs=1e-9), key
+    assert two["eval/num_generated"] == one["eval/num_generated"] == 150
 
 
 def test_a_signal_to_one_rank_stops_all_after_the_same_step(make_config, tmp_path):
@@ -263,38 +308,12 @@ def test_a_rank_that_raises_in_evaluation_stops_the_other_within_seconds(
 def test_a_rank_that_hangs_in_evaluation_times_out_on_every_rank(make_config, tmp_path):
     cfg = make_config(*TINY, "trainer.max_steps=2", output_dir=tmp_path / "run")
     started = time.time()
-    reports, _ = _run_ranks([cfg], patch=_rank_1_hangs_in_evaluation, timeout_s="5")
-    for rank in (0, 1):  # rank 0 waited 5 s; rank 1 woke to find the group gone
+    reports, _ = _run_ranks([cfg], patch=_rank_1_hangs_in_evaluation, timeout_s="3")
+    for rank in (0, 1):  # rank 0 waited 3 s; rank 1 woke to find the group gone
         [(kind, message, stopped_at)] = reports[rank]
         assert kind == "DataParallelError" and "during evaluation" in message, message
         assert f"rank {rank}/2" in message and TIMEOUT_ENV in message
     assert reports[0][0][2] - started < reports[1][0][2] - started  # the timeout ended it
-
-
-def test_two_ranks_evaluate_a_run_as_one_process_does(make_config, tmp_path):
-    """gentrain-eval of one conditional VAE checkpoint: 150 samples in batches of 64 (one
-    batch on rank 0, two on rank 1), reconstruction and NLL over 150 test images: the
-    figures, conditional ones included, equal one process's."""
-    run = tmp_path / "run"
-    common = [*TINY, "model.conditional=true", "eval.batch_size=64", "trainer.max_steps=2"]
-    train(make_config(*common, output_dir=run))
-    args = [str(run), "--device", "cpu", "--num-samples", "150", "--nll-images", "150"]
-    from gentrain.cli.evaluate import evaluate, parse_args
-
-    one = evaluate(parse_args([*args, "--output", str(tmp_path / "one.json")]))
-    reports, codes = _run_ranks([[*args, "--output", str(tmp_path / "two.json")]])
-    assert codes == [0, 0]
-    [(_, two)], [(_, two_on_rank_1)] = reports[0], reports[1]
-    two_on_rank_1.pop("eval/seconds")
-    assert two_on_rank_1.items() <= two.items()  # rank 0's figures, handed to rank 1
-    figures = [k for k in one if k.startswith("val/")]
-    for key in ("val/fid", "val/kid", "val/is", "val/precision", "val/cond_accuracy"):
-        assert key in figures
-    for key in ("val/intra_fid", "val/recon_mse", "val/nll_iwae", "val/fid_floor"):
-        assert key in figures
-    for key in figures:
-        assert two[key] == pytest.approx(one[key], rel=1e-6, abs=1e-9), key
-    assert two["eval/num_generated"] == one["eval/num_generated"] == 150
 
 
 def test_a_slice_of_a_step_draws_its_rows_of_the_global_slice():

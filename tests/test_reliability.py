@@ -11,7 +11,7 @@ import pytest
 
 from gentrain.core.errors import CorruptDataError
 from gentrain.data import DatasetConfig, build_dataset
-from gentrain.data.integrity import PUBLISHED_MD5
+from gentrain.data.integrity import published_md5s
 
 
 def copy_mnist(data_dir: Path, target: Path) -> Path:
@@ -29,7 +29,7 @@ def test_a_truncated_mnist_file_is_named_with_its_fix(data_dir, tmp_path):
         build_dataset(DatasetConfig(name="mnist", root=str(tmp_path), download=False))
     message = str(info.value)
     assert str(damaged) in message and "EOFError" in message
-    assert PUBLISHED_MD5["MNIST"]["train-images-idx3-ubyte.gz"] in message  # the MD5 check
+    assert published_md5s()["MNIST"]["train-images-idx3-ubyte.gz"] in message  # the MD5 check
     assert "delete it and download it again" in message and "\n" not in message
 
 

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torchvision import datasets
 
 from gentrain.core.errors import DataNotFoundError
 from gentrain.core.registry import DATASETS
@@ -61,6 +60,8 @@ def load_cifar10(cfg: DatasetConfig) -> ImageData:
     if any(not (folder / n).is_file() for n in names) and cfg.download:
         try:
             root.mkdir(parents=True, exist_ok=True)
+            from torchvision import datasets
+
             datasets.CIFAR10(root=str(root), train=True, download=True)
         except Exception as exc:
             raise DataNotFoundError(

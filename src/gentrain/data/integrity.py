@@ -10,6 +10,7 @@ used with a warning.
 
 from __future__ import annotations
 
+import functools
 import logging
 import pickle
 import zlib
@@ -17,20 +18,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from torchvision import datasets
-from torchvision.datasets.utils import check_integrity
-
 from gentrain.core.errors import CorruptDataError, GentrainError
 
 log = logging.getLogger("gentrain")
 T = TypeVar("T")
 
-# Folder under the data root -> {file name: MD5}, as torchvision downloads and checks them.
-PUBLISHED_MD5: dict[str, dict[str, str]] = {
-    "MNIST": dict(datasets.MNIST.resources),
-    "FashionMNIST": dict(datasets.FashionMNIST.resources),
-    "cifar-10-batches-py": dict(datasets.CIFAR10.train_list + datasets.CIFAR10.test_list),
-}
 DECODE_ERRORS = (
     EOFError,
     OSError,  # gzip.BadGzipFile among them
@@ -44,8 +36,21 @@ DECODE_ERRORS = (
 _checked: dict[tuple[str, int, int], bool] = {}  # (path, size, mtime) -> MD5 matches
 
 
+@functools.cache
+def published_md5s() -> dict[str, dict[str, str]]:
+    """Folder under the data root -> {file name: MD5}, as torchvision downloads and checks
+    them (torchvision is imported when data is read, not when a command starts)."""
+    from torchvision import datasets
+
+    return {
+        "MNIST": dict(datasets.MNIST.resources),
+        "FashionMNIST": dict(datasets.FashionMNIST.resources),
+        "cifar-10-batches-py": dict(datasets.CIFAR10.train_list + datasets.CIFAR10.test_list),
+    }
+
+
 def published_md5(path: Path, folder: str) -> str | None:
-    return PUBLISHED_MD5.get(folder, {}).get(path.name)
+    return published_md5s().get(folder, {}).get(path.name)
 
 
 def matches_published(path: Path, folder: str) -> bool | None:
@@ -57,6 +62,8 @@ def matches_published(path: Path, folder: str) -> bool | None:
     stat = path.stat()
     key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
     if key not in _checked:
+        from torchvision.datasets.utils import check_integrity
+
         _checked[key] = check_integrity(str(path), md5)
     return _checked[key]
 

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torchvision import datasets
 
 from gentrain.core.errors import DataNotFoundError
 from gentrain.core.registry import DATASETS
@@ -111,9 +110,13 @@ def _download(tv_class: type, root: Path) -> None:
 
 @DATASETS.register("mnist")
 def load_mnist(cfg: DatasetConfig) -> ImageData:
+    from torchvision import datasets
+
     return load_idx_dataset(cfg, "MNIST", datasets.MNIST, [str(d) for d in range(10)])
 
 
 @DATASETS.register("fashion_mnist")
 def load_fashion_mnist(cfg: DatasetConfig) -> ImageData:
+    from torchvision import datasets
+
     return load_idx_dataset(cfg, "FashionMNIST", datasets.FashionMNIST, FASHION_CLASSES)

@@ -4,9 +4,9 @@ FID and KID come from torchmetrics (``torchmetrics.image.fid`` / ``.kid``), the 
 Score from ``torchmetrics.image.inception``; all three in the feature space of a domain
 classifier (see ``classifier.py``) unless ``eval.features=inception``. Features are
 extracted once per image set and fed to the metrics through an identity module, so each
-image passes through the feature network once. Every number is reported with the counts
-it was computed from, and the real-data floor (the same metric between the real train
-and test splits) is reported beside it.
+image passes through the feature network once (torchmetrics is imported then, not when a
+command starts). Every number is reported with the counts it was computed from, and the
+real-data floor (the same metric between the real train and test splits) beside it.
 
 A conditional model is sampled class-balanced (labels 0..K-1 in turn), and scored also by
 its *conditional accuracy* (the share of samples the domain classifier assigns to the
@@ -30,9 +30,6 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torchmetrics.image.fid import FrechetInceptionDistance
-from torchmetrics.image.inception import InceptionScore
-from torchmetrics.image.kid import KernelInceptionDistance
 
 from gentrain.core.errors import ConfigError, require_at_least
 from gentrain.data import Batch, ImageData
@@ -219,6 +216,8 @@ class Evaluator:
         subset = min(self.cfg.kid_subset_size, len(real), len(fake))
         with warnings.catch_warnings():  # "saves all features": we pass them precomputed
             warnings.simplefilter("ignore", UserWarning)
+            from torchmetrics.image.kid import KernelInceptionDistance
+
             kid = KernelInceptionDistance(
                 feature=Precomputed(dim),
                 subsets=self.cfg.kid_subsets,
@@ -233,6 +232,8 @@ class Evaluator:
     def inception_score(self, logits: torch.Tensor) -> tuple[float, float]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
+            from torchmetrics.image.inception import InceptionScore
+
             score = InceptionScore(
                 feature=Precomputed(logits.shape[1]),
                 splits=self.cfg.is_splits,
@@ -349,6 +350,8 @@ class Evaluator:
 
     @staticmethod
     def _fid(real: torch.Tensor, fake: torch.Tensor) -> float:
+        from torchmetrics.image.fid import FrechetInceptionDistance
+
         fid = FrechetInceptionDistance(
             feature=Precomputed(real.shape[1]), sync_on_compute=False
         ).double()

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torchvision.utils import make_grid, save_image
 
 from gentrain.core.checkpoint import (
     atomic_write_bytes,
@@ -535,6 +534,8 @@ class Trainer:
 
     @torch.no_grad()
     def _log_grids(self, model: GenerativeModel) -> None:
+        from torchvision.utils import make_grid  # imported once a run draws, not at start-up
+
         was_training = model.training
         model.eval()
         real = self.fixed_real.with_images(self.fixed_real.images.float().div(255.0))
@@ -547,6 +548,8 @@ class Trainer:
     @rank_zero_only
     def _write_final_grids(self) -> None:
         """The last grids as PNG files, for a look without TensorBoard."""
+        from torchvision.utils import save_image
+
         for name, grid in self.grids.items():
             path = self.output_dir / "images" / f"{name}.png"
             path.parent.mkdir(parents=True, exist_ok=True)
