@@ -146,3 +146,18 @@ def test_loader_batches_carry_each_image_s_label_only_when_given():
 def test_loader_refuses_a_split_smaller_than_a_batch():
     with pytest.raises(ConfigError, match="set trainer.batch_size to at most"):
         DeviceTensorLoader(torch.zeros(4, 1, 2, 2, dtype=torch.uint8), 8, torch.device("cpu"))
+
+
+def test_a_labelled_folder_splits_each_class_in_the_same_share_reproducibly():
+    from gentrain.data.image_folder import split
+
+    labels = torch.tensor([0] * 90 + [1] * 9 + [2] * 1)  # unbalanced, as a user's folder is
+    train, val = split(len(labels), 0.1, labels)
+    assert torch.bincount(labels[val], minlength=3).tolist() == [9, 1, 0]
+    assert torch.bincount(labels[train], minlength=3).tolist() == [81, 8, 1]
+    assert sorted(torch.cat([train, val]).tolist()) == list(range(100))  # a partition
+    again_train, again_val = split(len(labels), 0.1, labels)
+    assert torch.equal(again_val, val) and torch.equal(again_train, train)  # any run, any seed
+    assert len(set(labels[val[:5]].tolist())) > 1  # classes mixed, not one block per class
+    _, unlabelled_val = split(100, 0.1, None)
+    assert len(unlabelled_val) == 10

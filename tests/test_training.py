@@ -306,3 +306,48 @@ def test_exploding_discriminator_is_a_clear_error(make_config, tmp_path, monkeyp
     monkeypatch.setattr(GAN, "discriminator_losses", exploding)
     with pytest.raises(TrainingDivergedError, match=r"'loss_d'.*step 1"):
         train(make_config("model=gan", "model.width=8", output_dir=tmp_path / "run"))
+
+
+def _folder(root, count, classes):
+    """``count`` random RGB images, in ``classes`` subfolders (0: directly in the folder)."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        sub = root / f"class{i % classes}" if classes else root
+        sub.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (36, 36, 3), dtype=np.uint8)).save(sub / f"{i}.png")
+    return root
+
+
+def test_an_unlabelled_folder_says_before_the_first_step_that_it_trains_unmeasured(
+    make_config, tmp_path, caplog
+):
+    """Evaluation on, as typed: the choice is said before training, and the run completes."""
+    folder = _folder(tmp_path / "faces", 48, classes=0)
+    overrides = ["dataset=image_folder", f"dataset.path={folder}", "dataset.image_size=32"]
+    with caplog.at_level("INFO", logger="gentrain"):
+        metrics = train(make_config(*overrides, "trainer.batch_size=8", output_dir=tmp_path / "r"))
+    messages = [r.getMessage() for r in caplog.records]
+    said = next(i for i, m in enumerate(messages) if "has no class labels" in m)
+    started = next(i for i, m in enumerate(messages) if m.startswith("training VAE"))
+    assert said < started and "eval.features=inception" in messages[said]
+    assert metrics["step"] == 4 and "val/fid" not in metrics and "val/loss" in metrics
+    assert (tmp_path / "r" / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_a_labelled_folder_trains_its_classifier_before_the_first_step(
+    make_config, tmp_path, caplog
+):
+    folder = _folder(tmp_path / "pets", 60, classes=3)
+    overrides = ["dataset=image_folder", f"dataset.path={folder}", "dataset.image_size=32"]
+    with caplog.at_level("INFO", logger="gentrain"):
+        metrics = train(make_config(*overrides, "trainer.batch_size=8", output_dir=tmp_path / "r"))
+    messages = [r.getMessage() for r in caplog.records]
+    trained = next(i for i, m in enumerate(messages) if "image_folder feature classifier" in m)
+    started = next(i for i, m in enumerate(messages) if m.startswith("training VAE"))
+    assert trained < started
+    assert "val/fid" in metrics and 0.0 <= metrics["eval/classifier_accuracy"] <= 1.0
+    split = next(m for m in messages if m.startswith("image folder"))
+    assert "54 training and 6 validation images in 3 classes" in split

@@ -100,6 +100,11 @@ def _train(
 
     data = build_dataset(config.dataset)
     check_batch_fits(len(data.train), config.trainer.batch_size)  # before the run dir is written
+    # The feature space is settled before the first step (the classifier trained or loaded,
+    # an unlabelled folder's choice said), never after the work.
+    evaluator = Evaluator.before_training(
+        config.eval, data, device, Path(config.paths.cache_dir), world
+    )
     model = build_model(config.model, data.image_shape, data.num_classes, data.name)
     warm_start_summary = warm_start(model, init_from) if init_from is not None else None
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -108,9 +113,6 @@ def _train(
     logger.log_text("config", "```yaml\n" + config_yaml + "```")
     if warm_start_summary:
         logger.log_text("init_from", warm_start_summary)
-    evaluator = None
-    if config.eval.enabled:  # on every rank: each evaluates its share of the samples
-        evaluator = Evaluator(config.eval, data, device, Path(config.paths.cache_dir), world)
     trainer = Trainer(
         config.trainer,
         device,

@@ -9,10 +9,16 @@ Labels come from the layout, as torchvision's ``ImageFolder`` reads it: when eve
 lies under a first-level subfolder and there are at least two, each subfolder is a class
 (sorted by name; the names are the class names grids and ``gentrain-sample --label`` show).
 Images directly under ``dataset.path`` make the dataset unlabelled.
+
+The validation split is ``dataset.val_fraction`` of the images, drawn with a fixed seed
+(independent of the training seed, so it never changes between runs) and, for a labelled
+folder, per class: each class keeps its share in both splits, however unbalanced the
+folder. The split is logged with its counts.
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +29,9 @@ from gentrain.core.errors import ConfigError, DataNotFoundError, bulleted
 from gentrain.core.registry import DATASETS
 from gentrain.data.base import DatasetConfig, ImageData
 
+log = logging.getLogger("gentrain")
+
+SPLIT_SEED = 0
 IGNORED_SUFFIXES = {".txt", ".md", ".json", ".csv", ".yaml", ".yml", ".db", ".ini"}
 # In-memory decoding is the fast path; refuse sizes that would not fit in host memory.
 MAX_BYTES = 8 * 1024**3
@@ -45,6 +54,33 @@ def classes_from_layout(folder: Path, files: list[Path]) -> tuple[list[str] | No
     names = sorted(set(first))
     index = {name: i for i, name in enumerate(names)}
     return names, [index[name] for name in first]
+
+
+def split(count: int, val_fraction: float, labels: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
+    """(train, validation) indices: ``val_fraction`` of the images (at least one), chosen
+    with a fixed seed; with labels, that share of each class (at least one of each class
+    that has two images or more), so both splits keep the folder's class balance."""
+    generator = torch.Generator().manual_seed(SPLIT_SEED)
+    groups = (
+        [torch.arange(count)]
+        if labels is None
+        else [torch.nonzero(labels == c).flatten() for c in range(int(labels.max()) + 1)]
+    )
+    train, val = [], []
+    for group in groups:
+        order = group[torch.randperm(len(group), generator=generator)]
+        n_val = (
+            min(max(1, round(len(order) * val_fraction)), len(order) - 1) if len(order) > 1 else 0
+        )
+        train.append(order[n_val:])
+        val.append(order[:n_val])
+    train_rows, val_rows = torch.cat(train), torch.cat(val)
+    if not len(val_rows):  # every class a single image: hold one out all the same
+        val_rows, train_rows = train_rows[:1], train_rows[1:]
+    # Classes mixed in each split, so that a grid or dataset.limit's first rows show several.
+    train_rows = train_rows[torch.randperm(len(train_rows), generator=generator)]
+    val_rows = val_rows[torch.randperm(len(val_rows), generator=generator)]
+    return train_rows, val_rows
 
 
 def load_image(path: Path, channels: int, size: int) -> np.ndarray:
@@ -97,11 +133,16 @@ def load_image_folder(cfg: DatasetConfig) -> ImageData:
         )
     data = torch.from_numpy(np.stack(images))
     class_names, labels = classes_from_layout(folder, files)
-    # A seeded split, independent of the training seed, so validation never changes.
-    order = torch.randperm(len(data), generator=torch.Generator().manual_seed(0))
-    n_val = max(1, round(len(data) * cfg.val_fraction))
-    train, val = order[n_val:], order[:n_val]
     targets = torch.tensor(labels, dtype=torch.long) if class_names else None
+    train, val = split(len(data), cfg.val_fraction, targets)
+    log.info(
+        "image folder %s: %d training and %d validation images%s (seeded split, %s)",
+        folder,
+        len(train),
+        len(val),
+        "" if class_names is None else f" in {len(class_names)} classes",
+        "unlabelled" if class_names is None else "the same share of every class",
+    )
     return ImageData(
         name=cfg.name,
         train=data[train],

@@ -115,7 +115,7 @@ def train_classifier(
         model = DomainClassifier(data.image_shape, int(data.train_labels.max()) + 1).to(device)
         optimizer = torch.optim.Adam(model.parameters(), lr=RECIPE["lr"])
         images, labels = data.train.to(device), data.train_labels.to(device)
-        batch = RECIPE["batch_size"]
+        batch = min(RECIPE["batch_size"], len(labels))  # a small folder: one batch of all
         steps = epochs * (len(labels) // batch)
         schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, RECIPE["lr"], total_steps=steps)
         for epoch in range(epochs):

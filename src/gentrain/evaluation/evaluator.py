@@ -148,6 +148,35 @@ class Evaluator:
         self._real: dict[str, torch.Tensor] = {}
         self.info: dict[str, float] = {}
 
+    @classmethod
+    def before_training(
+        cls,
+        cfg: EvalConfig,
+        data: ImageData,
+        device: torch.device,
+        cache_dir: Path,
+        world: World | None = None,
+    ) -> Evaluator | None:
+        """The run's evaluator with its feature networks ready (the domain classifier
+        trained or read from the cache, Inception's weights loaded), or None, with the
+        reason said, where this run cannot or should not measure: settled before the first
+        step. On every rank: each evaluates its share of the samples."""
+        if not cfg.enabled:
+            return None
+        if cfg.features == "classifier" and data.train_labels is None:
+            log.warning(
+                "dataset %r has no class labels, so no domain classifier can be trained for "
+                "FID/KID/IS (eval.features=classifier): this run trains without them "
+                "(validation losses and grids are still logged). To measure it, use "
+                "eval.features=inception (pip install 'gentrain[inception]'; downloads "
+                "Inception's weights once), or give the folder one subfolder per class",
+                data.name,
+            )
+            return None
+        evaluator = cls(cfg, data, device, cache_dir, world)
+        evaluator._networks()
+        return evaluator
+
     # --- feature space -----------------------------------------------------------------
     def _networks(self) -> tuple[nn.Module, nn.Module]:
         if self._features is None or self._logits is None:
