@@ -146,6 +146,51 @@ def test_one_step_of_every_model_with_every_family(name, family):
     assert model.sample(torch.randn(4, 3)).shape == (4, 1, 16, 16)
 
 
+COLOUR_MODELS = {
+    "vae": lambda family, c: VAE(
+        VAEConfig(family=family, width=4, latent_dim=3, conditional=c, binarize=False),
+        (3, 64, 64),
+        num_classes=3 if c else 0,
+    ),
+    "gan": lambda family, c: GAN(
+        GANConfig(family=family, width=4, latent_dim=3, conditional=c, augment=["color"]),
+        (3, 64, 64),
+        num_classes=3 if c else 0,
+    ),
+    "vaegan": lambda family, c: VAEGAN(
+        VAEGANConfig(family=family, width=4, latent_dim=3, conditional=c),
+        (3, 64, 64),
+        num_classes=3 if c else 0,
+    ),
+}
+
+
+@pytest.mark.parametrize("side", [32, 64])
+@pytest.mark.parametrize("conditional", [False, True])
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("name", list(COLOUR_MODELS))
+def test_colour_images_of_32_and_64_px_train_every_model_and_family(
+    name, family, conditional, side
+):
+    """RGB at both sizes a user's folder takes, plain and conditional: one step moves the
+    networks, and samples come out at the data's shape."""
+    torch.manual_seed(0)
+    build = COLOUR_MODELS[name]
+    model = build(family, conditional)
+    if side != 64:  # the same recipe at the other size
+        cfg = model.cfg
+        model = type(model)(cfg, (3, side, side), num_classes=3 if conditional else 0)
+    model = _optimised(model)
+    before = {k: v.clone() for k, v in model.named_parameters()}
+    labels = torch.arange(8) % 3 if conditional else None
+    logs = model.training_step(Batch(torch.rand(8, 3, side, side), labels))
+    assert all(torch.isfinite(v) for v in logs.values())
+    moved = [k for k, v in model.named_parameters() if not torch.equal(v, before[k])]
+    assert any("decoder" in k or "generator" in k for k in moved)
+    drawn_for = torch.arange(4) % 3 if conditional else None
+    assert model.sample(torch.randn(4, 3), drawn_for).shape == (4, 3, side, side)
+
+
 def test_r1_penalty_of_a_linear_critic_is_its_squared_weight_norm():
     weight = torch.tensor([[1.0, -2.0], [0.5, 3.0]])
     real = torch.rand(5, 1, 2, 2, requires_grad=True)
@@ -184,8 +229,8 @@ def test_diffaugment_cutout_zeroes_one_square_of_half_the_side():
 
 
 def test_unknown_augmentation_lists_the_valid_ones():
-    with pytest.raises(ConfigError, match="available: translation, cutout"):
-        parse_policy(["translation", "color"])
+    with pytest.raises(ConfigError, match="available: color, translation, cutout"):
+        parse_policy(["translation", "rotate"])
     assert parse_policy(["translation", "cutout"]) == ("translation", "cutout")
     assert torch.equal(augment(torch.ones(2, 1, 4, 4), ()), torch.ones(2, 1, 4, 4))
 
@@ -350,3 +395,64 @@ def test_a_batch_splits_into_near_equal_slices_with_their_labels():
     assert [len(p) for p in parts] == [3, 3, 3, 1]
     assert all(torch.equal(p.images.flatten().long(), p.labels) for p in parts)
     assert [len(p) for p in Batch(torch.zeros(2, 1, 1, 1)).split(4)] == [1, 1]
+
+
+def test_augmentation_reaches_ds_real_and_fake_inputs_alike_and_never_the_samples(monkeypatch):
+    """Every image D judges in training (reals and fakes, D's step and G's) goes through the
+    policy; what the model samples, grids included, does not."""
+    import gentrain.models.gan as gan_module
+
+    seen = []
+
+    def spy(x, policy, p=1.0):
+        out = augment(x, policy, p)
+        seen.append((x.detach().clone(), out.detach().clone()))
+        return out
+
+    monkeypatch.setattr(gan_module, "augment", spy)
+    torch.manual_seed(0)
+    model = _optimised(
+        GAN(GANConfig(width=4, latent_dim=3, augment=["cutout"], updates_per_batch=1), (3, 16, 16))
+    )
+    real = torch.rand(8, 3, 16, 16)
+    model.training_step(Batch(real))
+    assert len(seen) == 3  # D's real and fake passes, G's pass
+    assert torch.allclose(seen[0][0], real * 2 - 1)  # the reals themselves went in
+    for before, after in seen:
+        assert all(not torch.equal(b, a) for b, a in zip(before, after))  # each image cut
+    seen.clear()
+    model.eval()
+    noise = torch.randn(4, 3)
+    samples = model.sample(noise)
+    grids = model.previews(noise, Batch(real[:4]))
+    assert seen == [] and samples.shape == (4, 3, 16, 16) and grids
+
+
+def test_ada_raises_the_strength_while_d_is_sure_of_the_reals_and_lowers_it_after():
+    from gentrain.models.augment import AdaptiveStrength
+
+    ada, p = AdaptiveStrength(target=0.6, images_to_full=100), torch.zeros(())
+    for _ in range(10):  # D scores 90 % of reals positive: r_t 0.8 > 0.6
+        r_t = ada.adjust(p, torch.tensor([1.0] * 9 + [-1.0]))
+    assert r_t == pytest.approx(0.8) and p.item() == pytest.approx(1.0)  # 10 x 10/100, capped
+    ada.adjust(p, torch.tensor([-1.0, 1.0] * 5))  # r_t 0 < 0.6: back down
+    assert p.item() == pytest.approx(0.9)
+    strength = torch.tensor(0.0)
+    assert torch.equal(
+        augment(torch.ones(4, 1, 8, 8), ("cutout",), strength), torch.ones(4, 1, 8, 8)
+    )
+
+
+def test_ada_adapts_in_training_and_its_strength_is_saved_with_the_weights():
+    torch.manual_seed(0)
+    cfg = GANConfig(width=4, latent_dim=3, augment=["color", "translation"], ada_target=0.6)
+    model = _optimised(GAN(cfg, (3, 16, 16)))
+    assert model.augment_p.item() == 0.0  # ADA starts unaugmented
+    model.augment_p.fill_(0.5)
+    logs = model.training_step(Batch(torch.rand(8, 3, 16, 16)))
+    assert {"augment_p", "ada_rt"} <= logs.keys()
+    assert model.state_dict()["augment_p"].item() not in (0.0, 0.5)  # moved, and saved
+    plain = GAN(GANConfig(width=4, latent_dim=3, augment=["color"]), (3, 16, 16))
+    assert "augment_p" not in plain.state_dict()  # checkpoints without ADA keep their keys
+    with pytest.raises(ConfigError, match="adapts the strength of model.augment"):
+        GANConfig(ada_target=0.6)  # no policy to adapt

@@ -1,21 +1,31 @@
-"""Differentiable augmentation for discriminators (DiffAugment, Zhao et al. 2020).
+"""Differentiable augmentation for discriminators (DiffAugment, Zhao et al. 2020), with an
+adaptive strength (ADA, Karras et al. 2020).
 
 The same random transform family is applied to real and generated images *before D*, in
 D's step and G's step alike, and it is differentiable, so G learns through it and never
 learns to produce the augmentation. It keeps D from memorising a small training set,
 which is what makes GANs trainable on few images. ``policy`` lists transforms from
-``translation`` (shift by up to 1/8 of the side, zero padding) and ``cutout`` (a zeroed
-square of half the side), applied in order; images are in D's [-1, 1] range.
+``color`` (brightness, saturation and contrast jitter), ``translation`` (shift by up to
+1/8 of the side, zero padding) and ``cutout`` (a zeroed square of half the side), applied
+in order; images are in D's [-1, 1] range.
+
+Each transform reaches each image with probability ``p``: 1 is DiffAugment; ADA
+(``AdaptiveStrength``) starts ``p`` at 0 and moves it so that D's outputs on real images
+stay positive on a ``target`` share of them (Karras et al.'s r_t = E[sign D(x)], 0.6): a D
+that grows sure of the training set gets stronger augmentation, one that does not gets
+less, so a large data set is left almost unaugmented.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from gentrain.core.errors import ConfigError
 
-POLICIES = ("translation", "cutout")
+POLICIES = ("color", "translation", "cutout")
 
 
 def parse_policy(policy: list[str] | tuple[str, ...]) -> tuple[str, ...]:
@@ -28,6 +38,18 @@ def parse_policy(policy: list[str] | tuple[str, ...]) -> tuple[str, ...]:
             "(a list, e.g. model.augment=[translation,cutout]; [] for none)"
         )
     return names
+
+
+def color(x: torch.Tensor) -> torch.Tensor:
+    """DiffAugment's colour jitter per image: brightness +-0.5, saturation x[0, 2] (RGB
+    only), contrast x[0.5, 1.5], on [-1, 1] images."""
+    n = x.shape[0]
+    x = x + (torch.rand(n, 1, 1, 1, device=x.device, dtype=x.dtype) - 0.5)
+    if x.shape[1] == 3:
+        mean = x.mean(dim=1, keepdim=True)
+        x = (x - mean) * (torch.rand(n, 1, 1, 1, device=x.device, dtype=x.dtype) * 2) + mean
+    mean = x.mean(dim=[1, 2, 3], keepdim=True)
+    return (x - mean) * (torch.rand(n, 1, 1, 1, device=x.device, dtype=x.dtype) + 0.5) + mean
 
 
 def translation(x: torch.Tensor, ratio: float = 0.125) -> torch.Tensor:
@@ -57,10 +79,41 @@ def cutout(x: torch.Tensor, ratio: float = 0.5) -> torch.Tensor:
     return x * (~inside).unsqueeze(1).to(x.dtype)
 
 
-TRANSFORMS = {"translation": translation, "cutout": cutout}
+TRANSFORMS = {"color": color, "translation": translation, "cutout": cutout}
 
 
-def augment(x: torch.Tensor, policy: tuple[str, ...]) -> torch.Tensor:
+def augment(
+    x: torch.Tensor, policy: tuple[str, ...], p: float | torch.Tensor = 1.0
+) -> torch.Tensor:
+    """``x`` through each transform of ``policy`` in turn, each reaching each image with
+    probability ``p`` (a 0-d tensor on the device stays there: no host sync)."""
     for name in policy:
-        x = TRANSFORMS[name](x)
+        changed = TRANSFORMS[name](x)
+        if isinstance(p, float) and p >= 1.0:
+            x = changed
+        else:
+            chosen = torch.rand(x.shape[0], 1, 1, 1, device=x.device) < p
+            x = torch.where(chosen, changed, x)
     return x
+
+
+class AdaptiveStrength:
+    """ADA's controller of ``p``: after each D step, ``p`` moves by ``sign(r_t - target)``
+    times the images seen over ``images_to_full`` (the number of real images over which
+    ``p`` could rise from 0 to 1), r_t being the share of real images D scores positive.
+    ``p`` is a 0-d tensor on the model's device, kept in its state dict by the model."""
+
+    def __init__(self, target: float, images_to_full: int, centre: float = 0.0) -> None:
+        self.target = target
+        self.images_to_full = images_to_full
+        self.centre = centre  # D's output between real and fake (0 for logits, 0.5 LSGAN)
+
+    @torch.no_grad()
+    def adjust(self, p: torch.Tensor, d_real: torch.Tensor, mean: Any = None) -> torch.Tensor:
+        """r_t = E[sign(d_real - centre)], and ``p`` moved in place; ``mean`` averages r_t
+        over data-parallel ranks, so that every rank moves ``p`` alike."""
+        r_t = torch.sign(d_real.detach().float() - self.centre).mean()
+        r_t = r_t if mean is None else mean(r_t)
+        step = torch.sign(r_t - self.target) * len(d_real) / self.images_to_full
+        p.add_(step).clamp_(0.0, 1.0)
+        return r_t

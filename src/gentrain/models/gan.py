@@ -41,7 +41,7 @@ from gentrain.models.adversarial import (
     r1_penalty,
     real_probability,
 )
-from gentrain.models.augment import augment, parse_policy
+from gentrain.models.augment import AdaptiveStrength, augment, parse_policy
 from gentrain.models.base import GenerativeModel
 from gentrain.models.latent_code import noise_for_codes, split_code
 from gentrain.models.nets import ImageDecoder, ImageEncoder, check_architecture
@@ -66,8 +66,12 @@ class GANConfig:
     d_norm: str = "none"  # batch | none (BatchNorm in D; not with wgan_gp)
     ema_decay: float | None = 0.999  # EMA of G's weights for samples; null turns it off
     r1_gamma: float = 0.0  # R1 penalty gamma/2 * E||grad D(x_real)||^2 (Mescheder 2018)
-    # DiffAugment for D's inputs (Zhao et al. 2020): [], [translation], [translation, cutout]
+    # DiffAugment for D's inputs (Zhao et al. 2020): [] or any of [color, translation, cutout]
     augment: list[str] = field(default_factory=list)
+    # ADA (Karras et al. 2020): null applies `augment` to every image; a target (0.6) starts
+    # its probability at 0 and adapts it so that D scores that share of reals positive
+    ada_target: float | None = None
+    ada_images: int = 20_000  # real images over which ADA's probability can go 0 -> 1
     conditional: bool = False  # cGAN: G(z, y) with conditional BatchNorm, D judges (x, y)
     num_classes: int | None = None  # conditional: null = the dataset's (checked if set)
     conditioning: str = "projection"  # conditional D: projection | acgan
@@ -84,7 +88,15 @@ class GANConfig:
             )
         check_architecture(self.family, self.depth, self.width, self.d_norm)
         parse_policy(self.augment)
-        require_at_least(self, "model", 1, "latent_dim", "n_critic", "updates_per_batch")
+        require_at_least(
+            self, "model", 1, "latent_dim", "n_critic", "updates_per_batch", "ada_images"
+        )
+        if self.ada_target is not None and not (-1.0 < self.ada_target < 1.0 and self.augment):
+            raise ConfigError(
+                f"model.ada_target={self.ada_target} adapts the strength of model.augment: "
+                "give it a value in (-1, 1) (0.6 is Karras et al.'s) and a policy, e.g. "
+                "model.augment=[color,translation,cutout]"
+            )
         if self.loss == "wgan_gp" and self.d_norm == "batch":
             raise ConfigError(
                 "model.loss=wgan_gp penalises per-sample gradients, which BatchNorm in D "
@@ -189,6 +201,11 @@ class GAN(GenerativeModel):
             **arch,
         )
         self.augment_policy = parse_policy(cfg.augment)
+        self.ada = None
+        if cfg.ada_target is not None:  # p starts at 0 and is saved with the weights
+            centre = 0.5 if cfg.loss == "lsgan" else 0.0
+            self.ada = AdaptiveStrength(cfg.ada_target, cfg.ada_images, centre)
+            self.register_buffer("augment_p", torch.zeros(()))
         self.generator_ema = None
         if cfg.ema_decay is not None:
             self.generator_ema = copy.deepcopy(self.generator).requires_grad_(False)
@@ -244,7 +261,7 @@ class GAN(GenerativeModel):
         they are)."""
         x = to_signed(x)
         if self.augment_policy and self.training:
-            x = augment(x, self.augment_policy)
+            x = augment(x, self.augment_policy, 1.0 if self.ada is None else self.augment_p)
         if self.auxiliary:
             flat, _ = self.discriminator.trunk(x)
             logit = self.discriminator.head_output(flat)
@@ -270,6 +287,9 @@ class GAN(GenerativeModel):
             "d_real": real_probability(self.cfg.loss, d_real),
             "d_fake": real_probability(self.cfg.loss, d_fake),
         }
+        if self.ada is not None and self.training:
+            logs["augment_p"] = self.augment_p.clone()
+            logs["ada_rt"] = self.ada.adjust(self.augment_p, d_real, self.mean_over_ranks)
         if self.acgan:
             class_loss = F.cross_entropy(classes_real, real_labels) + F.cross_entropy(
                 classes_fake, fake_labels
