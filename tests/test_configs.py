@@ -15,7 +15,10 @@ from gentrain.core.paths import config_dir
 from gentrain.core.registry import DATASETS, LOGGERS, MODELS, OPTIMIZERS
 
 CONFIGS = config_dir()
-GROUPS = sorted(p.name for p in CONFIGS.iterdir() if p.is_dir() and p.name != "hydra")
+# recipe/ is chosen by the model and the dataset, never by hand (test_recipes_follow_...).
+GROUPS = sorted(
+    p.name for p in CONFIGS.iterdir() if p.is_dir() and p.name not in ("hydra", "recipe")
+)
 OPTIONS = [(g, f.stem) for g in GROUPS for f in sorted((CONFIGS / g).glob("*.yaml"))]
 
 
@@ -95,6 +98,34 @@ def test_unhandled_image_size_is_a_config_error(make_config):
 
     with pytest.raises(ConfigError, match="image size 30x30 cannot be handled"):
         train(make_config("dataset.image_size=30"))
+
+
+RECIPES = sorted(f.stem for f in (CONFIGS / "recipe").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("recipe", RECIPES)
+def test_recipes_follow_the_model_and_dataset_and_yield_to_the_command_line(
+    compose_only, tmp_path, recipe
+):
+    """``model=X dataset=Y`` as typed trains recipe/X_Y.yaml (a preset naming X and Y gets
+    the same), other pairs the model's defaults, and a command-line value still wins."""
+    model, dataset = next(
+        (m, recipe[len(m) + 1 :]) for m in MODELS.names() if recipe.startswith(f"{m}_")
+    )
+    assert dataset in DATASETS.names()
+    path = [f"dataset.path={tmp_path}"] if dataset == "image_folder" else []
+    typed = compose_only(f"model={model}", f"dataset={dataset}", *path)
+    validate_config(typed)
+    listed = yaml.safe_load((CONFIGS / "recipe" / f"{recipe}.yaml").read_text())
+    for key, value in listed["model"].items():
+        assert typed.model[key] == value, key
+    plain = compose_only(f"model={model}")  # on MNIST: the model's own defaults
+    assert any(plain.model[key] != value for key, value in listed["model"].items())
+    key, value = next(iter(listed["model"].items()))
+    changed = compose_only(f"model={model}", f"dataset={dataset}", *path, f"model.{key}=null")
+    assert changed.model[key] is None
+    for preset in (CONFIGS / "experiment").glob(f"{recipe}*.yaml"):
+        assert compose_only(f"experiment={preset.stem}", *path).model == typed.model
 
 
 def test_train_yaml_lists_every_group():
