@@ -1,9 +1,9 @@
 """Every bad input a clean refusal (issue 16): a table of configs, overrides, data dirs,
 checkpoints, image folders, sweeps and gentrain-compare/eval/sample arguments.
 
-Each row asserts exit code 2, exactly one ``error:`` line naming the problem and its fix,
-no traceback, and that no file of an existing run directory (the target of most rows)
-changed. The rows run in-process, the way each command runs them (``train.main`` stops in
+Each row asserts exit code 2, exactly one ``error:`` line, on stderr, naming the problem
+and its fix, no traceback, and that no file of an existing run directory (the target of
+most rows) changed. The rows run in-process, the way each command runs them (``train.main`` stops in
 its pre-flight check, before Hydra; ``train.hydra_task`` is Hydra's task function); a handful at
 the end run the installed commands as subprocesses.
 """
@@ -68,6 +68,8 @@ ROWS = [
     row("channels", "cli", ["dataset.channels=2"], "dataset.channels must be 1, 3 or null"),
     row("latent", "cli", ["model.latent_dim=0"], "model.latent_dim must be >= 1, got 0"),
     row("eval-n", "cli", ["eval.num_samples=0"], "eval.num_samples must be >= 1"),
+    row("beta-nan", "cli", ["model.beta=nan"], "model.beta must be a finite number, got nan"),
+    row("lr-inf", "cli", ["model=gan", "optimizer.lr=inf"], "optimizer.lr must be a finite"),
     # --- what only a run can check: data, checkpoints, the run dir (train.hydra_task) ----------
     row(
         "batch-split",
@@ -230,6 +232,29 @@ ROWS = [
     row("sample-num", "sample", [R, "-n", "0"], "--num must be >= 1"),
     row("sample-batch", "sample", [R, "--batch-size", "0"], "--batch-size must be >= 1"),
     row("sample-output", "sample", [R, "--output", "{tmp}/x.gif"], "expected a .png file"),
+    row("sample-num-negative", "sample", [R, "-n", "-5"], "--num must be >= 1, got -5"),
+    row("sample-interpolate", "sample", [R, "--interpolate", "-3"], ">= 2", "got -3"),
+    row(
+        "sample-output-unwritable",
+        "sample",
+        [R, "--output", "/proc/gentrain/x.npz"],
+        "could not write /proc/gentrain/x.npz",
+        "then run gentrain-sample again",
+    ),
+    row(
+        "eval-output-unwritable",
+        "eval",
+        [R, "--output", "/proc/gentrain/x.json"],
+        "could not write /proc/gentrain/x.json",
+        "then run gentrain-eval again",
+    ),
+    row(
+        "cache-unwritable",
+        "run",
+        ["eval.enabled=true", "paths.cache_dir=/proc/gentrain-cache", "trainer.resume=auto"],
+        "could not write /proc/gentrain-cache/classifiers/",
+        "(GENTRAIN_CACHE_DIR or paths.cache_dir), then run again",
+    ),
     # --- gentrain-compare ---------------------------------------------------------------------
     row("compare-model", "compare", ["model=vaeg"], "unknown model 'vaeg'", "'vae'?"),
     row("compare-dataset", "compare", ["dataset=mnistt"], "unknown dataset", "'mnist'?"),
@@ -308,14 +333,15 @@ def snapshot(folder: Path) -> dict[str, str]:
     }
 
 
-def _in_process(call: Callable[[], object], capsys) -> tuple[int, str]:
+def _in_process(call: Callable[[], object], capsys) -> tuple[int, str, str]:
     with pytest.raises(SystemExit) as info:
         call()
     captured = capsys.readouterr()
-    return int(info.value.code or 0), captured.out + captured.err
+    return int(info.value.code or 0), captured.out, captured.err
 
 
-def run_row(r: Row, world: dict[str, str], capsys, monkeypatch) -> tuple[int, str]:
+def run_row(r: Row, world: dict[str, str], capsys, monkeypatch) -> tuple[int, str, str]:
+    """The row's exit code, standard output and standard error."""
     args = [a.format(**world) for a in r.args]
     monkeypatch.setenv("GENTRAIN_DATA_DIR", world["data"])
     monkeypatch.setenv("GENTRAIN_CACHE_DIR", world["cache"])
@@ -361,7 +387,7 @@ def run_row(r: Row, world: dict[str, str], capsys, monkeypatch) -> tuple[int, st
     result = subprocess.run(
         [*command, *args], capture_output=True, text=True, timeout=300, cwd=world["tmp"]
     )
-    return result.returncode, result.stdout + result.stderr
+    return result.returncode, result.stdout, result.stderr
 
 
 def test_the_table_has_forty_rows_or_more():
@@ -371,11 +397,12 @@ def test_the_table_has_forty_rows_or_more():
 @pytest.mark.parametrize("r", ROWS, ids=[r.id for r in ROWS])
 def test_a_bad_input_is_one_clear_line_and_exit_2(r, world, capsys, monkeypatch):
     before = snapshot(Path(world["run"]))
-    code, output = run_row(r, world, capsys, monkeypatch)
+    code, out, err = run_row(r, world, capsys, monkeypatch)
+    output = out + err
     assert code == 2, output
     assert "Traceback" not in output and "HYDRA_FULL_ERROR" not in output, output
-    errors = [line for line in output.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1, output
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "error:" not in out, output  # on stderr, where shells look
     for expected in r.expect:
         assert expected.format(**world) in output, output
     assert snapshot(Path(world["run"])) == before  # nothing of the existing run changed

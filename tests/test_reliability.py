@@ -306,3 +306,95 @@ def test_on_runaway_takes_only_warn_stop_or_off(compose_only):
 
     with pytest.raises(ConfigError, match="trainer.on_runaway must be warn, stop or off"):
         validate_config(compose_only("trainer.on_runaway=panic"))
+
+
+def test_a_discriminator_that_stops_learning_is_noticed_after_ten_steps():
+    from gentrain.training.runaway import RunawayDetector
+
+    detector = RunawayDetector("warn")
+    learning = {"loss_d": 1.2, "d_real": 0.61, "d_fake": 0.4, "grad_norm_discriminator": 3.0}
+    assert detector.findings(learning, step=5) == {}
+    dead = {"loss_d": 1.39, "d_real": 0.5, "d_fake": 0.5, "grad_norm_discriminator": 0.0}
+    seen = {step: detector.findings(dead, step) for step in (10, 15, 20, 25)}
+    assert "dead" not in seen[10] and "dead" not in seen[15]  # two windows, not yet ten steps
+    assert "grad_norm_discriminator is 0 since step 10" in seen[20]["dead"]
+    assert "outputs (d_real=0.5, d_fake=0.5) have not moved since step 15" in seen[25]["dead"]
+    assert detector.findings(learning, step=30) == {}  # learning again: the streaks end
+
+
+@pytest.mark.parametrize("action", ["warn", "stop"])
+def test_a_dead_generator_at_a_huge_learning_rate_is_not_reported_as_success(
+    make_config, tmp_path, action
+):
+    """``optimizer.lr=1e6``: G's gradient is 0 from step 2 and D's outputs sit at 0.5, while
+    the losses (1e5 and falling) stay under every explosion rule."""
+    from gentrain.cli.train import train
+    from gentrain.training.runaway import RunawayTrainingError
+
+    cfg = make_config(
+        "model=gan",
+        "optimizer.lr=1e6",
+        "trainer.max_steps=40",
+        "eval.enabled=false",
+        f"trainer.on_runaway={action}",
+        output_dir=tmp_path / "run",
+    )
+    if action == "warn":
+        metrics = train(cfg)
+        assert metrics["train/runaway"] == 1.0 and metrics["train/runaway_step"] <= 15
+        return
+    with pytest.raises(RunawayTrainingError, match="stopped learning") as info:
+        train(cfg)
+    assert "Fix: lower optimizer.lr" in str(info.value)
+
+
+@pytest.fixture
+def full_disk(tmp_path):
+    """A real 1 MiB file system (tmpfs, where the test may mount one), else None."""
+    import subprocess
+
+    mount = tmp_path / "small"
+    mount.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True
+    )
+    if done.returncode != 0:
+        yield None
+        return
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+def _torch_writer_failing_mid_file(f):
+    """What torch.save does on a full disk: some bytes out, then its C++ writer's error."""
+    f.write(b"PK\x03\x04" + b"\0" * 4096)
+    raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 576 vs 534")
+
+
+def test_torch_failing_mid_file_on_a_full_disk_is_one_line_and_keeps_the_old_file(
+    full_disk, tmp_path
+):
+    import torch
+
+    from gentrain.core.checkpoint import atomic_write
+    from gentrain.core.errors import StorageError
+
+    folders = [tmp_path / "stand-in"] + ([full_disk] if full_disk is not None else [])
+    for folder in folders:
+        target = folder / "checkpoints" / "last.ckpt"
+        atomic_write(target, lambda f: f.write(b"the previous checkpoint"))
+        if folder == full_disk:  # the real thing: torch's own writer on a full tmpfs
+            write = lambda f: torch.save({"w": torch.zeros(2_000_000)}, f)  # noqa: E731
+        else:
+            write = _torch_writer_failing_mid_file
+        with pytest.raises(StorageError) as info:
+            atomic_write(target, write)
+        message = str(info.value)
+        assert "\n" not in message and f"could not write {target}" in message, message
+        assert "the previous last.ckpt is intact" in message and "Fix:" in message
+        if folder == full_disk:
+            assert "(ENOSPC)" in message and "free disk space" in message
+        assert target.read_bytes() == b"the previous checkpoint"
+        assert [p.name for p in target.parent.iterdir()] == ["last.ckpt"]  # no temporary file

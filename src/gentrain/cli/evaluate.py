@@ -22,7 +22,7 @@ from rich.logging import RichHandler
 from rich.table import Table
 
 from gentrain.cli.parser import command_parser
-from gentrain.core.checkpoint import atomic_write_bytes
+from gentrain.core.checkpoint import atomic_write_bytes, check_writable
 from gentrain.core.config import DeviceConfig
 from gentrain.core.errors import GentrainError
 from gentrain.core.runtime import resolve_device
@@ -32,6 +32,7 @@ from gentrain.training.data_parallel import World
 from gentrain.training.data_parallel import setup as setup_data_parallel
 from gentrain.training.restore import load_trained_run
 
+AGAIN = "(--output), then run gentrain-eval again"
 FLOORED = {"val/fid": "val/fid_floor", "val/kid": "val/kid_floor"}
 
 
@@ -60,6 +61,9 @@ def evaluate(args: argparse.Namespace) -> dict[str, float]:
 
 def _evaluate(args: argparse.Namespace, world: World) -> dict[str, float]:
     run = load_trained_run(args.checkpoint, world.device, args.data_dir)
+    output = args.output or run.run_dir / "eval.json"
+    if world.is_main:  # an unwritable --output is found before the evaluation, not after
+        check_writable(output, AGAIN)
     overrides = {
         "num_samples": args.num_samples,
         "nll_samples": args.nll_samples,
@@ -89,9 +93,8 @@ def _evaluate(args: argparse.Namespace, world: World) -> dict[str, float]:
         table.add_row(key, f"{value:.6g}", "" if floor is None else f"{floor:.6g}")
     console.print(table)
 
-    output = args.output or run.run_dir / "eval.json"
     payload = {"checkpoint": str(run.path), "step": run.step, "metrics": metrics}
-    atomic_write_bytes(output, (json.dumps(payload, indent=2) + "\n").encode())
+    atomic_write_bytes(output, (json.dumps(payload, indent=2) + "\n").encode(), AGAIN)
     print_line(f"written to {output}")
     return metrics
 

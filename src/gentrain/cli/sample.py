@@ -35,9 +35,12 @@ from PIL import Image
 from torchvision.utils import make_grid, save_image
 
 from gentrain.cli.parser import command_parser
+from gentrain.core.checkpoint import check_writable
 from gentrain.core.errors import GentrainError
 from gentrain.tracking.console import print_error, print_line
 from gentrain.training.restore import TrainedRun, load_trained_run
+
+AGAIN = "(--output), then run gentrain-sample again"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -256,8 +259,12 @@ def main(argv: list[str] | None = None) -> None:
     try:
         if args.num is None:
             args.num = 8 if args.label == "all" else 64
-        if args.num < 1 or (args.interpolate is not None and args.interpolate < 2):
-            raise GentrainError("--num must be >= 1 and --interpolate >= 2")
+        if args.num < 1:
+            raise GentrainError(f"--num must be >= 1, got {args.num}")
+        if args.interpolate is not None and args.interpolate < 2:
+            raise GentrainError(
+                f"--interpolate must be >= 2 (steps per row), got {args.interpolate}"
+            )
         if args.batch_size < 1:
             raise GentrainError(f"--batch-size must be >= 1, got {args.batch_size}")
         kind = export_kind(args.output)
@@ -267,6 +274,9 @@ def main(argv: list[str] | None = None) -> None:
                 "make grids: give a .png file (or no --output) for those"
             )
         run = load_trained_run(args.checkpoint, args.device, args.data_dir)
+        if args.output:  # an unwritable --output is found before the sampling, not after
+            target = Path(args.output)
+            check_writable(target / "probe" if kind == "png_dir" else target, AGAIN)
         label = parse_label(run, args.label)
         if label == ALL_CLASSES and (kind != "grid" or args.interpolate or args.reconstruct):
             raise GentrainError(
@@ -279,12 +289,12 @@ def main(argv: list[str] | None = None) -> None:
             print_line(f"{args.num} samples from {run.path} (step {run.step}) -> {output} ({what})")
             return
         images, nrow, name = draw(run, args, label)
+        output = Path(args.output) if args.output else run.run_dir / "images" / f"{name}.png"
+        check_writable(output, AGAIN)
+        save_image(make_grid(images.clamp(0, 1).cpu(), nrow=nrow, padding=2, pad_value=0.5), output)
     except GentrainError as exc:
         print_error(exc)
         sys.exit(2)
-    output = Path(args.output) if args.output else run.run_dir / "images" / f"{name}.png"
-    output.parent.mkdir(parents=True, exist_ok=True)
-    save_image(make_grid(images.clamp(0, 1).cpu(), nrow=nrow, padding=2, pad_value=0.5), output)
     print_line(f"{len(images)} images from {run.path} (step {run.step}) -> {output}")
     if label == ALL_CLASSES:
         print_line("rows, top to bottom: " + ", ".join(run.data.class_names or []))

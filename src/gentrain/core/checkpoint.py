@@ -11,6 +11,7 @@ import errno
 import os
 import pickle
 import random
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -34,24 +35,40 @@ WRITE_FIXES = {
 }
 
 
-def write_failure(path: Path, exc: OSError) -> StorageError:
-    """A failed write as one line: the file, the cause, what is kept and the fix."""
+RESUME = "(hydra.run.dir=...), then resume the run with trainer.resume=<its run dir>"
+
+
+def write_failure(path: Path, exc: OSError, then: str = RESUME) -> StorageError:
+    """A failed write as one line: the file, the cause, what is kept and the fix (``then``:
+    what to do after, for a run's own files resuming it)."""
     code = errno.errorcode.get(exc.errno or 0, "")
     cause = f"{exc.strerror or exc}" + (f" ({code})" if code else "")
     kept = f"the previous {path.name} is intact" if path.exists() else "nothing was written"
     fix = WRITE_FIXES.get(exc.errno or 0, "check the disk and the directory")
     return StorageError(
-        f"could not write {path}: {cause}; {kept}, no temporary file is left. Fix: {fix} "
-        "(hydra.run.dir=...), then resume the run with trainer.resume=<its run dir>"
+        f"could not write {path}: {cause}; {kept}, no temporary file is left. Fix: {fix} {then}"
     )
 
 
+def check_writable(path: Path, then: str) -> None:
+    """Before the work whose result goes to ``path``: its directory can be created and
+    written to (a probe file, removed), else the StorageError that writing would raise."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=path.parent)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise write_failure(path, exc, then) from None
+
+
 @rank_zero_only
-def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
+def atomic_write(path: Path, write: Callable[[BinaryIO], None], then: str = RESUME) -> None:
     """Call ``write(file)`` on a temp file beside ``path``, fsync it, rename it over ``path``.
 
     On any failure the temp file is removed and ``path`` keeps its old content; an
-    ``OSError`` (disk full, read-only, no permission) becomes a StorageError saying so.
+    ``OSError`` (disk full, read-only, no permission), or torch's zip writer failing mid-file
+    (a RuntimeError, not an OSError), becomes a StorageError saying so.
     """
     tmp: str | None = None
     try:
@@ -66,12 +83,33 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
         if tmp is not None:
             Path(tmp).unlink(missing_ok=True)
         if isinstance(exc, OSError):
-            raise write_failure(path, exc) from None
+            raise write_failure(path, exc, then) from None
+        if isinstance(exc, RuntimeError) and _is_torch_write_failure(exc):
+            raise write_failure(path, _os_error_behind(exc, path.parent), then) from None
         raise
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    atomic_write(path, lambda f: f.write(data))
+def _is_torch_write_failure(exc: RuntimeError) -> bool:
+    """torch.save's C++ writer reports a short write as ``[enforce fail at
+    inline_container.cc:...] . unexpected pos ...`` or ``PytorchStreamWriter failed ...``."""
+    text = str(exc)
+    return "inline_container" in text or "PytorchStreamWriter" in text or "file write" in text
+
+
+def _os_error_behind(exc: RuntimeError, directory: Path) -> OSError:
+    """The OSError a short write most likely was: a full disk when it has (almost) no
+    space left, else the writer's own words."""
+    try:
+        full = shutil.disk_usage(directory).free < 1024**2
+    except OSError:
+        full = False
+    if full:
+        return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    return OSError(0, f"the write stopped short ({str(exc).splitlines()[0][:120]})")
+
+
+def atomic_write_bytes(path: Path, data: bytes, then: str = RESUME) -> None:
+    atomic_write(path, lambda f: f.write(data), then)
 
 
 def save_checkpoint(state: dict[str, Any], path: Path) -> None:

@@ -7,6 +7,7 @@ checks ranges. The result is one ``ConfigError`` with a readable message.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -135,11 +136,26 @@ for _group, _schema in (("trainer", TrainerConfig), ("eval", EvalConfig)):
 TOP_LEVEL = {"seed", "optimized_metric", "task_name", "tags", "init_from"}
 
 
+def _refuse_non_finite(section: str, values: Any) -> None:
+    """No knob of gentrain takes NaN or infinity (a limit that is off is null): refused
+    here, before the run, instead of failing at its first steps."""
+    items = values.items() if isinstance(values, dict) else enumerate(values or [])
+    for key, value in items:
+        if isinstance(value, dict | list):
+            _refuse_non_finite(f"{section}.{key}", value)
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(
+                f"{section}.{key} must be a finite number, got {value}; "
+                "set a number (or null where the key allows it)"
+            )
+
+
 def _typed(section: str, schema: type, values: Any) -> Any:
     """Merge ``values`` into ``schema`` and build the dataclass, or raise ConfigError."""
     try:
         if isinstance(values, DictConfig):  # resolve against the whole config first
             values = OmegaConf.to_container(values, resolve=True, throw_on_missing=False)
+        _refuse_non_finite(section, values)
         merged = OmegaConf.merge(OmegaConf.structured(schema), values)
         return OmegaConf.to_object(merged)
     except MissingMandatoryValue as exc:

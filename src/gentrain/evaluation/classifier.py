@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gentrain.core.checkpoint import atomic_write
+from gentrain.core.checkpoint import atomic_write, check_writable
 from gentrain.core.errors import ConfigError, GentrainError
 from gentrain.data import ImageData
 
@@ -28,6 +28,7 @@ log = logging.getLogger("gentrain")
 MIN_ACCURACY = {"mnist": 0.99, "fashion_mnist": 0.90, "cifar10": 0.70}
 RECIPE = {"epochs": 4, "batch_size": 128, "lr": 2e-3, "seed": 0}
 VERSION = 1
+CACHE_FIX = "(GENTRAIN_CACHE_DIR or paths.cache_dir), then run again"
 
 
 class DomainClassifier(nn.Module):
@@ -157,6 +158,7 @@ def load_or_train_classifier(
         log.info("feature classifier: %s (test accuracy %.4f)", path, state["accuracy"])
         return model.eval(), float(state["accuracy"])
 
+    check_writable(path, CACHE_FIX)  # before the training, not after it
     log.info("training the %s feature classifier (once; cached in %s)", data.name, path)
     model, acc = train_classifier(data, device, epochs)
     log.info("feature classifier test accuracy on %s: %.4f", data.name, acc)
@@ -172,5 +174,5 @@ def load_or_train_classifier(
         "num_classes": model.head.out_features,
         "dataset": data.name,
     }
-    atomic_write(path, lambda f: torch.save(state, f))
+    atomic_write(path, lambda f: torch.save(state, f), then=CACHE_FIX)
     return model, acc

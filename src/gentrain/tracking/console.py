@@ -23,12 +23,14 @@ from gentrain.core.ranks import rank_zero_only
 
 log = logging.getLogger("gentrain")
 console = Console()
+errors = Console(stderr=True)  # where scripts and shells look for what went wrong
 
 
 def print_error(message: object, label: str = "error") -> None:
     """A user error: one line per line of its text, never hard-wrapped (paths in it stay
-    copyable), and not read as rich markup (brackets in it are printed as they are)."""
-    console.print(
+    copyable), and not read as rich markup (brackets in it are printed as they are). On
+    standard error."""
+    errors.print(
         f"[bold red]{label}:[/bold red] {escape(str(message))}", highlight=False, soft_wrap=True
     )
 

@@ -9,7 +9,11 @@ sync to the training step) and flags:
   above ``ABSOLUTE_LIMIT``, or ``FACTOR`` times the median of its earlier windows;
 - saturation: the discriminator's outputs (``d_real``, ``d_fake``, ...) pinned within
   ``EPS`` of 0/1, D all-winning or all-losing, for ``PATIENCE`` windows in a row;
-- a stuck generator: ``loss_g`` / ``gan_dec`` exactly 0 for ``PATIENCE`` windows in a row.
+- a stuck generator: ``loss_g`` / ``gan_dec`` exactly 0 for ``PATIENCE`` windows in a row;
+- a dead network: a ``grad_norm_*`` term at 0, or the discriminator's outputs not moving
+  at all, for ``PATIENCE`` windows and at least ``DEAD_STEPS`` steps in a row: a network
+  that no longer learns, whatever its losses say (losses of 1e5 that keep falling are no
+  explosion, yet a generator without gradient trains nothing).
 
 ``trainer.on_runaway``: ``warn`` (default) logs a line, writes a TensorBoard text entry and
 puts ``train/runaway`` (and its first step) into the metrics, so metrics.json and the
@@ -37,6 +41,7 @@ FACTOR = 1000.0  # a window this many times its term's running median
 MIN_HISTORY = 3  # windows before the running median is trusted
 PATIENCE = 3  # windows in a row for saturation and a stuck generator
 EPS = 1e-3
+DEAD_STEPS = 10  # a dead network's streak in steps too: a few overflowed 16-bit steps are not
 
 
 class RunawayTrainingError(GentrainError):
@@ -51,11 +56,15 @@ class RunawayDetector:
         self.logger = logger or NullLogger()
         self.history: dict[str, list[float]] = {}
         self.streaks = {"saturated": 0, "stuck": 0}
+        self.dead_since: dict[str, int] = {}  # term -> first step of its dead streak
+        self.dead_windows: dict[str, int] = {}
+        self.previous_outputs: dict[str, float] = {}
         self.reasons: dict[str, str] = {}  # kind -> what was seen
         self.first_step: int | None = None
 
-    def findings(self, means: dict[str, float]) -> dict[str, str]:
-        """The runaways ``means`` (one window) shows, by kind; updates the history."""
+    def findings(self, means: dict[str, float], step: int = 0) -> dict[str, str]:
+        """The runaways ``means`` (one window, ending at ``step``) shows, by kind; updates
+        the history."""
         found: dict[str, str] = {}
         for name in OBJECTIVES:
             if name not in means or not math.isfinite(means[name]):
@@ -80,6 +89,9 @@ class RunawayDetector:
                 f"the discriminator's outputs are saturated at 0/1 ({shown}) for "
                 f"{self.streaks['saturated']} log windows"
             )
+        dead = self._dead_terms(means, step)
+        if dead:
+            found["dead"] = "; ".join(dead)
         zero = [k for k in GENERATOR_LOSSES if means.get(k) == 0.0]
         self.streaks["stuck"] = self.streaks["stuck"] + 1 if zero else 0
         if self.streaks["stuck"] >= PATIENCE:
@@ -89,11 +101,41 @@ class RunawayDetector:
             )
         return found
 
+    def _dead_terms(self, means: dict[str, float], step: int) -> list[str]:
+        """What has stopped learning for long enough: gradient norms at 0, and the
+        discriminator's outputs frozen at the same values."""
+        outputs = {k: v for k, v in means.items() if k.startswith("d_")}
+        frozen = bool(outputs) and outputs.keys() == self.previous_outputs.keys()
+        frozen = frozen and all(
+            abs(v - self.previous_outputs[k]) < 1e-7 for k, v in outputs.items()
+        )
+        self.previous_outputs = outputs
+        signals = {k: means[k] < 1e-12 for k in means if k.startswith("grad_norm")}
+        signals["outputs"] = frozen
+        said = []
+        for name, now_dead in signals.items():
+            if not now_dead:
+                self.dead_since.pop(name, None)
+                self.dead_windows.pop(name, None)
+                continue
+            since = self.dead_since.setdefault(name, step)
+            windows = self.dead_windows[name] = self.dead_windows.get(name, 0) + 1
+            if windows >= PATIENCE and step - since + 1 >= DEAD_STEPS:
+                if name == "outputs":
+                    shown = ", ".join(f"{k}={v:.4g}" for k, v in outputs.items())
+                    said.append(
+                        f"the discriminator stopped learning: its outputs ({shown}) "
+                        f"have not moved since step {since}"
+                    )
+                else:
+                    said.append(f"a network stopped learning: {name} is 0 since step {since}")
+        return said
+
     def check(self, step: int, means: dict[str, float], checkpoint: Path) -> None:
         """Look at one window's means; warn, or raise RunawayTrainingError (``stop``)."""
         if self.action == "off":
             return
-        new = {k: v for k, v in self.findings(means).items() if k not in self.reasons}
+        new = {k: v for k, v in self.findings(means, step).items() if k not in self.reasons}
         if not new:
             return
         self.reasons.update(new)
