@@ -79,6 +79,13 @@ ROWS = [
         "at most 512",
     ),
     row(
+        "width-huge",
+        "run",
+        ["model.width=100000", "trainer.resume=auto"],
+        "M parameters: its weights, gradients and optimiser state alone need",
+        "Fix: lower model.width",
+    ),
+    row(
         "truncated-gz",
         "run",
         ["paths.data_dir={truncated}", "trainer.resume=auto"],

@@ -32,6 +32,7 @@ from gentrain.models import build_model
 from gentrain.tracking.console import console, print_config_tree, print_error, print_metrics_table
 from gentrain.training.data_parallel import World, hydra_overrides_for_rank, requeued_checkpoint
 from gentrain.training.data_parallel import setup as setup_data_parallel
+from gentrain.training.memory import check_model_fits
 from gentrain.training.restore import check_resume_source
 from gentrain.training.run_lock import holds_run_lock
 from gentrain.training.trainer import Stopwatch, Trainer
@@ -100,6 +101,7 @@ def _train(
 
     data = build_dataset(config.dataset)
     check_batch_fits(len(data.train), config.trainer.batch_size)  # before the run dir is written
+    check_model_fits(config.model, data.image_shape, data.num_classes, data.name, device)
     # The feature space is settled before the first step (the classifier trained or loaded,
     # an unlabelled folder's choice said), never after the work.
     evaluator = Evaluator.before_training(
