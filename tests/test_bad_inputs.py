@@ -68,6 +68,14 @@ ROWS = [
     row("channels", "cli", ["dataset.channels=2"], "dataset.channels must be 1, 3 or null"),
     row("latent", "cli", ["model.latent_dim=0"], "model.latent_dim must be >= 1, got 0"),
     row("eval-n", "cli", ["eval.num_samples=0"], "eval.num_samples must be >= 1"),
+    row("run-dir-file", "cli", ["hydra.run.dir={a_file}"], "a_file is a file", "hydra.run.dir"),
+    row(
+        "run-dir-under-file",
+        "cli",
+        ["hydra.run.dir={a_file}/run"],
+        "cannot create the run directory",
+        "Fix: pick another hydra.run.dir",
+    ),
     row("beta-nan", "cli", ["model.beta=nan"], "model.beta must be a finite number, got nan"),
     row("lr-inf", "cli", ["model=gan", "optimizer.lr=inf"], "optimizer.lr must be a finite"),
     # --- what only a run can check: data, checkpoints, the run dir (train.hydra_task) ----------

@@ -9,6 +9,7 @@ overrides with ``check_overrides`` and ``composition_error``.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -159,3 +160,27 @@ def check_argv(argv: list[str], config_root: Path) -> None:
     check_overrides(overrides, config_root)
     if not any(arg.startswith("-") for arg in argv):
         compose_and_validate(overrides, config_root)
+        check_run_dir(overrides)
+
+
+def check_run_dir(overrides: list[str]) -> None:
+    """The run directory Hydra is about to create can be created: not a file, under a
+    directory this user may write to (else Hydra's own traceback, after the fact)."""
+    given = [o.split("=", 1)[1] for o in overrides if o.startswith("hydra.run.dir=")]
+    target = Path(given[-1]) if given and "${" not in given[-1] else Path("outputs")
+    if target.exists() and not target.is_dir():
+        raise ConfigError(f"the run directory {target} is a file. Fix: pick another hydra.run.dir")
+    ancestor = target.absolute()
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise ConfigError(
+            f"cannot create the run directory {target}: {ancestor} is a file. "
+            "Fix: pick another hydra.run.dir"
+        )
+    if not os.access(ancestor, os.W_OK):
+        raise ConfigError(
+            f"cannot create the run directory {target}: {ancestor} is not writable (a "
+            "read-only file system or no permission). Fix: pick a writable hydra.run.dir, "
+            "or run gentrain from a writable directory"
+        )
