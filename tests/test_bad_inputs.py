@@ -277,7 +277,8 @@ ROWS = [
     row("compare-key", "compare", ["trainer.batchsize=3"], "unknown trainer key", "batch_size"),
     row("compare-seed", "compare", ["seed=3"], "sets this itself", "--seeds"),
     row("compare-arm", "compare", ["--arms", "vea"], "unknown arm(s) vea", "has: vae"),
-    row("compare-epochs", "compare", ["--epochs", "0"], "--epochs must be >= 1"),
+    row("compare-epochs", "compare", ["--epochs", "0"], "--epochs must be >= 1, got 0"),
+    row("compare-seconds", "compare", ["--seconds", "-5"], "--seconds must be > 0, got -5"),
     row("compare-value", "compare", ["optimizer.lr=-1"], "optimizer.lr must be positive"),
     # --- the installed commands, as a user runs them ------------------------------------------
     row("sh-model", "sh-gentrain", ["model=vaeg", "hydra.run.dir={run}"], "did you mean 'vae'?"),

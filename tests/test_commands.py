@@ -89,7 +89,7 @@ def test_sample_refuses_reconstruction_for_a_gan(tmp_path, data_dir, cache_dir, 
     with pytest.raises(SystemExit) as info:
         sample.main([str(out), "--reconstruct", "--device", "cpu"])
     assert info.value.code == 2
-    assert "gan has no encoder" in capsys.readouterr().out
+    assert "gan has no encoder" in capsys.readouterr().err
 
 
 def test_sample_exports_a_png_per_image_and_an_npz_seeded_and_batched(vae_run, tmp_path):
@@ -125,9 +125,9 @@ def test_sample_export_refuses_grid_options_and_unknown_suffixes(vae_run, tmp_pa
         with pytest.raises(SystemExit) as info:
             sample.main([str(vae_run), "--device", "cpu", *args])
         assert info.value.code == 2
-    out = capsys.readouterr().out
-    assert "--interpolate and --reconstruct make grids" in out
-    assert "expected a .png file, a directory (ending in /) or a .npz file" in out
+    err = capsys.readouterr().err
+    assert "--interpolate and --reconstruct make grids" in err
+    assert "expected a .png file, a directory (ending in /) or a .npz file" in err
 
 
 @pytest.mark.parametrize(
@@ -247,14 +247,14 @@ def test_sample_refuses_a_label_it_cannot_draw(cvae_run, capsys, args, message):
     with pytest.raises(SystemExit) as info:
         sample.main([str(cvae_run), "--device", "cpu", *args])
     assert info.value.code == 2
-    assert message in capsys.readouterr().out
+    assert message in capsys.readouterr().err
 
 
 def test_sample_refuses_a_label_for_an_unconditional_model(vae_run, capsys):
     with pytest.raises(SystemExit) as info:
         sample.main([str(vae_run), "--device", "cpu", "--label", "7"])
     assert info.value.code == 2
-    assert "is unconditional" in capsys.readouterr().out
+    assert "is unconditional" in capsys.readouterr().err
 
 
 def test_numeric_class_names_are_read_as_names_not_indices():

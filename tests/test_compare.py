@@ -111,7 +111,7 @@ def test_compare_refuses_what_it_sets_itself(capsys):
     with pytest.raises(SystemExit) as info:
         main(["seed=3"])
     assert info.value.code == 2
-    assert "sets this itself" in capsys.readouterr().out
+    assert "sets this itself" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------------------------------------
@@ -294,7 +294,7 @@ def test_tiny_comparison_end_to_end(tmp_path, data_dir, cache_dir, monkeypatch, 
     with pytest.raises(SystemExit) as info:
         main([*args, "optimizer.lr=1e-2"])
     assert info.value.code == 2
-    assert "would not be comparable" in capsys.readouterr().out
+    assert "would not be comparable" in capsys.readouterr().err  # errors go to stderr
 
 
 def test_every_arm_takes_the_command_line_dataset_and_shares_one_latent_size(tmp_path):
@@ -453,3 +453,11 @@ def test_a_training_run_stops_if_gentrain_compare_is_gone():
     if sys.platform.startswith("linux"):
         gone = run(os.getpid() + 1_000_000)  # not its parent: compare is gone
         assert gone.returncode == 143 and gone.stdout == b""
+
+
+def test_epochs_and_seconds_together_bound_each_run_by_whichever_ends_first():
+    from gentrain.cli.compare import budget_overrides
+
+    assert budget_overrides(None, None) == ["trainer.max_epochs=3"]
+    assert budget_overrides(None, 10.0) == ["trainer.max_epochs=100000", "trainer.max_seconds=10"]
+    assert budget_overrides(1, 10.0) == ["trainer.max_epochs=1", "trainer.max_seconds=10"]

@@ -4,15 +4,16 @@ import io
 
 import pytest
 
-from gentrain.tracking.console import console, print_error
+from gentrain.tracking.console import errors, print_error
 
 
 def test_errors_are_not_wrapped_and_brackets_are_not_markup(capsys, monkeypatch):
-    monkeypatch.setattr(console, "_width", 40)
+    monkeypatch.setattr(errors, "_width", 40)
     path = "/a/very/long/directory/name/that/is/wider/than/the/console/last.ckpt"
     print_error(f"no checkpoint at {path}; valid: [vae, gan] [bold]x[/bold]")
-    out = capsys.readouterr().out
-    assert out == f"error: no checkpoint at {path}; valid: [vae, gan] [bold]x[/bold]\n"
+    captured = capsys.readouterr()
+    assert captured.out == ""  # on stderr, where shells and scripts look
+    assert captured.err == f"error: no checkpoint at {path}; valid: [vae, gan] [bold]x[/bold]\n"
 
 
 # What a VAE-GAN logs each window: eight loss terms, three gradient norms, two gates.

@@ -351,3 +351,16 @@ def test_a_labelled_folder_trains_its_classifier_before_the_first_step(
     assert "val/fid" in metrics and 0.0 <= metrics["eval/classifier_accuracy"] <= 1.0
     split = next(m for m in messages if m.startswith("image folder"))
     assert "54 training and 6 validation images in 3 classes" in split
+
+
+def test_a_run_trains_the_same_whether_its_feature_classifier_was_cached_or_not(
+    make_config, tmp_path
+):
+    """The classifier is settled before the first step: training it, or building it to load
+    the cache, must draw nothing from the run's random numbers."""
+    cache = f"paths.cache_dir={tmp_path / 'fresh_cache'}"
+    runs = [tmp_path / "cold", tmp_path / "warm"]  # the first trains and caches, the second loads
+    for run in runs:
+        train(make_config("trainer.max_steps=1", cache, output_dir=run))
+    cold, warm = (torch.load(r / "checkpoints" / "last.ckpt", weights_only=True) for r in runs)
+    assert all(torch.equal(cold["model"][k], warm["model"][k]) for k in cold["model"])

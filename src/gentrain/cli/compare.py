@@ -62,11 +62,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--seeds", type=int_list, default=[0, 1, 2], help="comma-separated (default 0,1,2)"
     )
-    parser.add_argument("--epochs", type=int, default=3, help="training epochs per run")
+    parser.add_argument(
+        "--epochs", type=int, help="training epochs per run (default 3 without --seconds)"
+    )
     parser.add_argument(
         "--seconds",
         type=float,
-        help="training-time budget per run instead of epochs (evaluation not counted)",
+        help="training-time budget per run (evaluation not counted); with --epochs, "
+        "whichever ends first",
     )
     parser.add_argument(
         "--arms",
@@ -80,21 +83,26 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def budget_overrides(epochs: int, seconds: float | None) -> list[str]:
-    if epochs < 1 or (seconds is not None and seconds <= 0):
-        raise ConfigError("--epochs must be >= 1 and --seconds > 0")
+def budget_overrides(epochs: int | None, seconds: float | None) -> list[str]:
+    """Each run's length: ``epochs`` (3 when neither is given), ``seconds`` of training,
+    or both, whichever ends first."""
+    if epochs is not None and epochs < 1:
+        raise ConfigError(f"--epochs must be >= 1, got {epochs}")
+    if seconds is not None and not seconds > 0:
+        raise ConfigError(f"--seconds must be > 0, got {seconds:g}")
     if seconds is None:
-        return [f"trainer.max_epochs={epochs}"]
-    return ["trainer.max_epochs=100000", f"trainer.max_seconds={seconds:g}"]
+        return [f"trainer.max_epochs={epochs or 3}"]
+    return [f"trainer.max_epochs={epochs or 100000}", f"trainer.max_seconds={seconds:g}"]
 
 
 def whole_command(
-    state: CompareState, out: Path, epochs: int, seconds: float | None, spec: Path | None
+    state: CompareState, out: Path, epochs: int | None, seconds: float | None, spec: Path | None
 ) -> list[str]:
     """``gentrain-compare`` arguments that make (or continue) everything in ``out``."""
     args = ["--out", str(out), "--seeds", ",".join(str(s) for s in state.data["seeds"])]
     args += ["--arms", ",".join(a["name"] for a in state.data["arms"])]
-    args += ["--seconds", f"{seconds:g}"] if seconds is not None else ["--epochs", str(epochs)]
+    args += ["--seconds", f"{seconds:g}"] if seconds is not None else []
+    args += ["--epochs", str(epochs or 3)] if seconds is None or epochs is not None else []
     if spec is not None:
         args += ["--spec", str(spec)]
     return [*args, *state.data["overrides"]]

@@ -174,7 +174,8 @@ class Evaluator:
             )
             return None
         evaluator = cls(cfg, data, device, cache_dir, world)
-        evaluator._networks()
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            evaluator._networks()  # a cached classifier's construction draws no training noise
         return evaluator
 
     # --- feature space -----------------------------------------------------------------

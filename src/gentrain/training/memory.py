@@ -47,7 +47,7 @@ def check_model_fits(
 ) -> None:
     """ConfigError with the figures when the model's weights, gradients and optimiser
     state alone exceed the device's memory."""
-    with torch.device("meta"):
+    with torch.random.fork_rng(), torch.device("meta"):  # the run's random draws untouched
         model = build_model(model_cfg, image_shape, num_classes, dataset)
     need, have = training_bytes(model), available_bytes(device)
     if need <= have:
