@@ -94,6 +94,13 @@ ROWS = [
         "Fix: lower model.width",
     ),
     row(
+        "data-dir-file",
+        "run",
+        ["paths.data_dir={a_file}", "trainer.resume=auto"],
+        "a_file is a file, not a directory",
+        "Fix: point GENTRAIN_DATA_DIR",
+    ),
+    row(
         "truncated-gz",
         "run",
         ["paths.data_dir={truncated}", "trainer.resume=auto"],

@@ -321,18 +321,26 @@ def _folder(root, count, classes):
     return root
 
 
-def test_an_unlabelled_folder_says_before_the_first_step_that_it_trains_unmeasured(
-    make_config, tmp_path, caplog
-):
-    """Evaluation on, as typed: the choice is said before training, and the run completes."""
-    folder = _folder(tmp_path / "faces", 48, classes=0)
+def _train_on_folder(make_config, tmp_path, caplog, folder):
+    """A 32-px run on ``folder`` as typed (evaluation on): its metrics and log messages."""
     overrides = ["dataset=image_folder", f"dataset.path={folder}", "dataset.image_size=32"]
     with caplog.at_level("INFO", logger="gentrain"):
         metrics = train(make_config(*overrides, "trainer.batch_size=8", output_dir=tmp_path / "r"))
-    messages = [r.getMessage() for r in caplog.records]
-    said = next(i for i, m in enumerate(messages) if "has no class labels" in m)
-    started = next(i for i, m in enumerate(messages) if m.startswith("training VAE"))
-    assert said < started and "eval.features=inception" in messages[said]
+    return metrics, [r.getMessage() for r in caplog.records]
+
+
+def _first(messages, text):
+    return next(i for i, m in enumerate(messages) if text in m)
+
+
+def test_an_unlabelled_folder_says_before_the_first_step_that_it_trains_unmeasured(
+    make_config, tmp_path, caplog
+):
+    """The choice is said before training, and the run completes."""
+    folder = _folder(tmp_path / "faces", 48, classes=0)
+    metrics, messages = _train_on_folder(make_config, tmp_path, caplog, folder)
+    said = _first(messages, "has no class labels")
+    assert said < _first(messages, "training VAE") and "eval.features=inception" in messages[said]
     assert metrics["step"] == 4 and "val/fid" not in metrics and "val/loss" in metrics
     assert (tmp_path / "r" / "checkpoints" / "last.ckpt").is_file()
 
@@ -341,15 +349,10 @@ def test_a_labelled_folder_trains_its_classifier_before_the_first_step(
     make_config, tmp_path, caplog
 ):
     folder = _folder(tmp_path / "pets", 60, classes=3)
-    overrides = ["dataset=image_folder", f"dataset.path={folder}", "dataset.image_size=32"]
-    with caplog.at_level("INFO", logger="gentrain"):
-        metrics = train(make_config(*overrides, "trainer.batch_size=8", output_dir=tmp_path / "r"))
-    messages = [r.getMessage() for r in caplog.records]
-    trained = next(i for i, m in enumerate(messages) if "image_folder feature classifier" in m)
-    started = next(i for i, m in enumerate(messages) if m.startswith("training VAE"))
-    assert trained < started
+    metrics, messages = _train_on_folder(make_config, tmp_path, caplog, folder)
+    assert _first(messages, "image_folder feature classifier") < _first(messages, "training VAE")
     assert "val/fid" in metrics and 0.0 <= metrics["eval/classifier_accuracy"] <= 1.0
-    split = next(m for m in messages if m.startswith("image folder"))
+    split = messages[_first(messages, "image folder ")]
     assert "54 training and 6 validation images in 3 classes" in split
 
 

@@ -65,6 +65,11 @@ def load_idx_dataset(
 ) -> ImageData:
     """Load both splits of an MNIST-layout dataset under ``<root>/<folder>/raw``."""
     root = Path(cfg.root).expanduser()
+    if root.is_file():
+        raise DataNotFoundError(
+            f"the data directory {root.resolve()} is a file, not a directory. Fix: point "
+            f"GENTRAIN_DATA_DIR (or paths.data_dir) at the folder that holds {folder}/raw"
+        )
     raw_dir = root / folder / "raw"
     stems = [stem for files in SPLIT_FILES.values() for stem in files]
     if any(_find(raw_dir, s) is None for s in stems) and cfg.download:
