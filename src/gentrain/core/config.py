@@ -48,7 +48,7 @@ class TrainerConfig:
     )
     sync_batchnorm: bool = True  # data-parallel runs: BatchNorm statistics of the global batch
     precision: str = "32"  # 32 | bf16 | 16-mixed (autocast; GradScaler per optimiser)
-    channels_last: bool = True  # NHWC weights and batches: 16-20 % faster on CPU too (README)
+    channels_last: bool = True  # NHWC weights and batches (docs/guides/scaling.md)
     compile: bool = False  # torch.compile each network
 
     def __post_init__(self) -> None:

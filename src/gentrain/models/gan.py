@@ -157,8 +157,8 @@ class GAN(GenerativeModel):
     """Generator G(z) and discriminator D(x), trained adversarially."""
 
     Config = GANConfig
-    #: DCGAN's Adam betas at 4x its lr (with four updates of a quarter batch, 8e-4 learns
-    #: fastest per minute on MNIST, docs/benchmarks.md); with ``loss=wgan_gp``, Gulrajani et al.'s
+    #: DCGAN's Adam betas at a higher lr for four updates per batch (docs/benchmarks.md);
+    #: with ``loss=wgan_gp``, Gulrajani et al.'s
     optimizer_defaults = {"lr": 8e-4, "betas": (0.5, 0.999)}
     wgan_gp_optimizer_defaults = {"lr": 1e-4, "betas": (0.0, 0.9)}
     #: init_from: a VAE's (or VAE-GAN's) decoder becomes the generator and its EMA copy

@@ -5,13 +5,12 @@
   since each network is stepped on its own gradient: ``GenerativeModel.update``). Only
   the forward passes run under autocast; gradients and optimiser steps stay float32.
 * ``channels_last`` (on by default): the networks' weights and every batch in NHWC memory
-  order, which tensor-core convolutions prefer and which made every preset 16-20 % faster
-  on the 2-core CPU too.
+  order, which tensor-core convolutions prefer (on CPU it was faster too).
 * ``compile``: ``torch.compile`` of each network's ``forward`` (in place, so checkpoint
   keys do not change).
 
 All three keep a model's numbers the same up to rounding. See
-README, "Multi-GPU and clusters", for what they measured.
+docs/guides/scaling.md for what they measured.
 """
 
 from __future__ import annotations
