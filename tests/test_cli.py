@@ -39,6 +39,15 @@ def test_module_entry_trains_from_another_directory(data_dir, tmp_path, cache_di
         assert (run_dir / produced).is_file(), produced
     assert list(run_dir.glob("events.out.tfevents.*"))  # TensorBoard names the run by its dir
     assert "\x1b[" not in result.stdout  # no terminal control codes when not on a TTY
+    log = (run_dir / "train.log").read_text()  # from the first record, kept until the run began
+    assert "feature classifier" in log and "training VAE on mnist" in log
+    # A run refused inside this run's directory changes none of its files, .hydra/ included.
+    before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+    refused = _run(
+        _gentrain(data_dir, run_dir, "model=gan", "dataset.download=false"), tmp_path, env
+    )
+    assert refused.returncode == 2 and "already holds a run" in refused.stderr, refused.stderr
+    assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before
 
 
 def test_missing_data_is_a_clear_error_without_traceback(tmp_path):
@@ -46,7 +55,8 @@ def test_missing_data_is_a_clear_error_without_traceback(tmp_path):
     result = _run(args, cwd=tmp_path)
     output = result.stdout + result.stderr
     assert result.returncode == 2, output
-    assert "MNIST not found" in output and "Traceback" not in output
+    assert "MNIST not found" in result.stderr and "Traceback" not in output
+    assert not (tmp_path / "r").exists()  # a refused run leaves no directory behind
 
 
 def test_non_editable_wheel_ships_the_configs(data_dir, tmp_path, cache_dir):

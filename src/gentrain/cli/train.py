@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from rich.markup import escape
 
 from gentrain.cli.overrides import check_argv
+from gentrain.cli.run_files import RunFiles, deferred_overrides
 from gentrain.core.checkpoint import atomic_write_bytes
 from gentrain.core.child_process import stop_with_parent
 from gentrain.core.config import RunConfig, validate_config
@@ -73,8 +74,10 @@ def changed_knobs(model_cfg: Any) -> list[str]:
 
 
 @holds_run_lock  # one writer per run directory
-def train(cfg: DictConfig) -> dict[str, float]:
-    """Validate ``cfg``, train, write ``metrics.json``; return the final metrics."""
+def train(cfg: DictConfig, run_files: RunFiles | None = None) -> dict[str, float]:
+    """Validate ``cfg``, train, write ``metrics.json``; return the final metrics.
+    ``run_files``: a single CLI run's ``.hydra/`` and ``train.log``, written once its
+    checks have passed."""
     wall_clock = Stopwatch()
     wall_clock.start()
     config: RunConfig = validate_config(cfg)
@@ -82,13 +85,18 @@ def train(cfg: DictConfig) -> dict[str, float]:
     # One process, or this rank's process (its own GPU) under torchrun/SLURM.
     world = setup_data_parallel(resolve_device(config.device), config.trainer.sync_batchnorm)
     try:
-        return _train(cfg, config, world, output_dir, wall_clock)
+        return _train(cfg, config, world, output_dir, wall_clock, run_files)
     finally:
         world.close()
 
 
 def _train(
-    cfg: DictConfig, config: RunConfig, world: World, output_dir: Path, wall_clock: Stopwatch
+    cfg: DictConfig,
+    config: RunConfig,
+    world: World,
+    output_dir: Path,
+    wall_clock: Stopwatch,
+    run_files: RunFiles | None = None,
 ) -> dict[str, float]:
     device = world.device
     if world.distributed:  # rank 0's run directory (each rank's Hydra timed its own)
@@ -110,6 +118,8 @@ def _train(
     model = build_model(config.model, data.image_shape, data.num_classes, data.name)
     warm_start_summary = warm_start(model, init_from) if init_from is not None else None
     output_dir.mkdir(parents=True, exist_ok=True)
+    if run_files is not None and world.is_main:  # every check passed: the run starts here
+        run_files.write(cfg, output_dir)
     config_yaml = OmegaConf.to_yaml(cfg, resolve=True)
     logger = LOGGERS.get(config.logger.name)(output_dir)
     logger.log_text("config", "```yaml\n" + config_yaml + "```")
@@ -203,8 +213,9 @@ def hydra_task(cfg: DictConfig) -> float | None:
     failing job (bad hyper-parameter, divergence, even a bug) is recorded in its
     ``status.json`` and the sweep goes on; the summary lists it as failed.
     """
+    run_files = RunFiles()
     try:
-        metrics = train(cfg)
+        metrics = train(cfg, run_files)
     except TrainingInterrupted as exc:
         console.print(
             f"[bold yellow]{escape(str(exc))}[/bold yellow]", highlight=False, soft_wrap=True
@@ -212,6 +223,7 @@ def hydra_task(cfg: DictConfig) -> float | None:
         sys.exit(exc.exit_code)
     except Exception as exc:
         if not _in_multirun():
+            run_files.discard()  # a refused run leaves nothing
             if not isinstance(exc, GentrainError):
                 raise
             print_error(exc)
@@ -236,7 +248,8 @@ def main() -> None:
         print_error(exc)
         sys.exit(2)
     remember_fixed_keys(sys.argv[1:])  # for sweep job names: what varies between jobs
-    sys.argv.extend(hydra_overrides_for_rank())  # under torchrun, rank 0 alone writes
+    # Under torchrun rank 0 alone writes; a single run writes .hydra/ and train.log itself.
+    sys.argv.extend(hydra_overrides_for_rank() or deferred_overrides(sys.argv[1:]))
     hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")(hydra_task)()
 
 
