@@ -398,3 +398,35 @@ def test_torch_failing_mid_file_on_a_full_disk_is_one_line_and_keeps_the_old_fil
             assert "(ENOSPC)" in message and "free disk space" in message
         assert target.read_bytes() == b"the previous checkpoint"
         assert [p.name for p in target.parent.iterdir()] == ["last.ckpt"]  # no temporary file
+
+
+def test_samples_that_do_not_fit_on_the_disk_are_one_line_and_leave_no_file(
+    make_config, full_disk, tmp_path, capsys, monkeypatch
+):
+    import errno
+    import os
+
+    import numpy as np
+
+    from gentrain.cli import sample
+    from gentrain.cli.train import train
+
+    run = tmp_path / "run"
+    train(make_config("eval.enabled=false", "logger=none", output_dir=run))
+    folder = full_disk
+    if folder is None:  # no mount here: numpy's writer failing mid-file, as on a full disk
+        folder = tmp_path / "stand-in"
+
+        def savez(file, **arrays):
+            file.write(b"PK\x03\x04" + b"\0" * 4096)
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        monkeypatch.setattr(np, "savez", savez)
+    target = folder / "samples.npz"
+    with pytest.raises(SystemExit) as info:  # 512 images of 28x28x3: 1.2 MB on a 1 MiB disk
+        sample.main([str(run), "--device", "cpu", "-n", "512", "--output", str(target)])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and err.count("error:") == 1 and "Traceback" not in err
+    assert f"could not write {target}" in err and "(ENOSPC)" in err
+    assert "then run gentrain-sample again" in err
+    assert not target.exists() and not [p for p in folder.iterdir() if p.suffix == ".tmp"]

@@ -35,7 +35,7 @@ from PIL import Image
 from torchvision.utils import make_grid, save_image
 
 from gentrain.cli.parser import command_parser
-from gentrain.core.checkpoint import check_writable
+from gentrain.core.checkpoint import atomic_write, check_writable, write_failure
 from gentrain.core.errors import GentrainError
 from gentrain.tracking.console import print_error, print_line
 from gentrain.training.restore import TrainedRun, load_trained_run
@@ -180,17 +180,18 @@ def export_samples(
         index = 0
         for batch in batches:
             for image in batch.permute(0, 2, 3, 1).numpy():
-                Image.fromarray(image.squeeze(-1) if image.shape[-1] == 1 else image).save(
-                    output / f"{index:06d}.png"
-                )
+                path = output / f"{index:06d}.png"
+                try:
+                    Image.fromarray(image.squeeze(-1) if image.shape[-1] == 1 else image).save(path)
+                except OSError as exc:  # a full disk mid-way: the files so far stay
+                    raise write_failure(path, exc, AGAIN) from None
                 index += 1
         return output
     array = torch.cat(list(batches)).permute(0, 2, 3, 1)
     if array.shape[-1] == 1:  # the evaluators feed Inception: RGB, as they exchange it
         array = array.expand(-1, -1, -1, 3)
-    tmp = output.with_name(output.name + ".tmp.npz")
-    np.savez(tmp, arr_0=array.contiguous().numpy())
-    os.replace(tmp, output)  # never a half-written file under the final name
+    # never a half-written file under the final name; a failed write is one line
+    atomic_write(output, lambda f: np.savez(f, arr_0=array.contiguous().numpy()), AGAIN)
     return output
 
 
