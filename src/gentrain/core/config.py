@@ -130,9 +130,15 @@ PLAIN_SECTIONS = {
     "paths": PathsConfig,
     "eval": EvalConfig,
 }
-# configs/trainer/default.yaml and configs/eval/default.yaml extend these (one home per default)
+# configs/<group>/*.yaml extend these (one home per default)
 for _group, _schema in (("trainer", TrainerConfig), ("eval", EvalConfig)):
     store_schema(_group, "default", _schema)
+for _group, _schema in (
+    ("device", DeviceConfig),
+    ("optimizer", OptimizerConfig),
+    ("dataset", DatasetConfig),
+):  # the schema every option of the group extends; not an option itself
+    store_schema(_group, "default", _schema, option=False)
 TOP_LEVEL = {"seed", "optimized_metric", "task_name", "tags", "init_from"}
 
 

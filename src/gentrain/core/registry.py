@@ -66,14 +66,15 @@ class Registry(Generic[T]):
         return iter(self.names())
 
 
-def store_schema(group: str, name: str, schema: type) -> None:
+def store_schema(group: str, name: str, schema: type, option: bool = True) -> None:
     """Put the defaults of dataclass ``schema`` into Hydra's ConfigStore as
     ``schema/<group>/<name>``.
 
     The option file ``configs/<group>/<name>.yaml`` extends it (``defaults:
     [/schema/<group>/<name>@_here_, _self_]``) and holds only what its preset changes, so
-    each default is written once, in the dataclass. With no such file, the defaults are
-    also the option ``<group>=<name>`` itself: a new model needs no YAML to train.
+    each default is written once, in the dataclass. With no such file (and ``option``),
+    the defaults are also the option ``<group>=<name>`` itself: a new model needs no YAML
+    to train.
     Types and ranges are still checked by ``config.validate_config`` (with its messages).
     """
     from hydra.core.config_store import ConfigStore
@@ -84,7 +85,7 @@ def store_schema(group: str, name: str, schema: type) -> None:
     defaults = OmegaConf.to_container(OmegaConf.structured(schema))
     store = ConfigStore.instance()
     store.store(group=f"schema/{group}", name=name, node=defaults)
-    if not (config_dir() / group / f"{name}.yaml").is_file():
+    if option and not (config_dir() / group / f"{name}.yaml").is_file():
         store.store(group=group, name=name, node=defaults)
 
 
