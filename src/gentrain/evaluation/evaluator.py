@@ -217,8 +217,13 @@ class Evaluator:
         for start in range(0, len(images), self.cfg.batch_size) or [0]:  # 0 rows: empty sets
             x = images[start : start + self.cfg.batch_size].to(self.device)
             x = x.float().div(255.0) if x.dtype == torch.uint8 else x.float()
-            feats.append(features_net(x).cpu())
-            logits.append(logits_net(x).cpu())
+            if isinstance(features_net, Features):  # one pass: the logits are the head's
+                f = features_net(x)
+                feats.append(f.cpu())
+                logits.append(features_net.classifier.head(f).cpu())
+            else:
+                feats.append(features_net(x).cpu())
+                logits.append(logits_net(x).cpu())
         return torch.cat(feats).double(), torch.cat(logits).double()
 
     def _gather(
