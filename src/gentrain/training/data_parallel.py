@@ -36,6 +36,7 @@ from __future__ import annotations
 import datetime
 import logging
 import os
+import re
 import signal
 import warnings
 from collections.abc import Iterator
@@ -332,6 +333,7 @@ class World:
 
     def _error(self, what: str, exc: BaseException) -> DataParallelError:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = re.sub(r"^\[[^\]]*\]\s*", "", first).split(". ")[0]  # gloo's source location
         return DataParallelError(
             f"rank {self.rank}/{self.size}: {what} during {self.phase} at step {self.step} "
             f"failed ({first}). Another rank died, raised or hung: its own log says why; "
