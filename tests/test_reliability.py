@@ -322,6 +322,24 @@ def test_a_discriminator_that_stops_learning_is_noticed_after_ten_steps():
     assert detector.findings(learning, step=30) == {}  # learning again: the streaks end
 
 
+def test_a_discriminator_that_scores_real_and_fake_alike_is_noticed_after_fifty_steps():
+    """The 64-px GAN at lr 8e-4 (docs/benchmarks.md): D at 0.5 on both, G's gradient small
+    but not 0, the losses at ln 2: nothing exploded, nothing is exactly frozen."""
+    from gentrain.training.runaway import RunawayDetector
+
+    detector = RunawayDetector("warn")
+    windows = [(0.496, 0.496), (0.501, 0.5), (0.5, 0.499), (0.498, 0.5)]
+    seen = {}
+    for step, (real, fake) in zip((50, 100, 150, 200), windows):
+        means = {"loss_g": 0.69, "d_real": real, "d_fake": fake, "grad_norm_generator": 0.03}
+        seen[step] = detector.findings(means, step)
+    assert "dead" not in seen[100] and "no longer tells real" in seen[150]["dead"]
+    healthy = RunawayDetector("warn")
+    for step, margin in zip((50, 100, 150, 200), (0.1, 0.05, 0.08, 0.03)):
+        means = {"loss_g": 0.9, "d_real": 0.5 + margin, "d_fake": 0.45, "grad_norm_generator": 3.0}
+        assert healthy.findings(means, step) == {}
+
+
 @pytest.mark.parametrize("action", ["warn", "stop"])
 def test_a_dead_generator_at_a_huge_learning_rate_is_not_reported_as_success(
     make_config, tmp_path, action

@@ -10,8 +10,10 @@ sync to the training step) and flags:
 - saturation: the discriminator's outputs (``d_real``, ``d_fake``, ...) pinned within
   ``EPS`` of 0/1, D all-winning or all-losing, for ``PATIENCE`` windows in a row;
 - a stuck generator: ``loss_g`` / ``gan_dec`` exactly 0 for ``PATIENCE`` windows in a row;
-- a dead network: a ``grad_norm_*`` term at 0, or the discriminator's outputs not moving
-  at all, for ``PATIENCE`` windows and at least ``DEAD_STEPS`` steps in a row: a network
+- a dead network: a ``grad_norm_*`` term at 0, the discriminator's outputs not moving
+  at all, or scoring real and generated images alike (within ``UNDECIDED``: a D that no
+  longer tells them apart gives G nothing to learn from), for ``PATIENCE`` windows and at
+  least ``DEAD_STEPS`` steps in a row: a network
   that no longer learns, whatever its losses say (losses of 1e5 that keep falling are no
   explosion, yet a generator without gradient trains nothing).
 
@@ -41,7 +43,9 @@ FACTOR = 1000.0  # a window this many times its term's running median
 MIN_HISTORY = 3  # windows before the running median is trusted
 PATIENCE = 3  # windows in a row for saturation and a stuck generator
 EPS = 1e-3
+UNDECIDED = 0.01  # D's outputs on real and generated images this close: it tells them not apart
 DEAD_STEPS = 10  # a dead network's streak in steps too: a few overflowed 16-bit steps are not
+UNDECIDED_STEPS = 50  # an untrained D is undecided too: it gets this long to learn
 
 
 class RunawayTrainingError(GentrainError):
@@ -112,6 +116,8 @@ class RunawayDetector:
         self.previous_outputs = outputs
         signals = {k: means[k] < 1e-12 for k in means if k.startswith("grad_norm")}
         signals["outputs"] = frozen
+        spread = max(outputs.values()) - min(outputs.values()) if len(outputs) > 1 else 1.0
+        signals["undecided"] = spread < UNDECIDED
         said = []
         for name, now_dead in signals.items():
             if not now_dead:
@@ -120,9 +126,15 @@ class RunawayDetector:
                 continue
             since = self.dead_since.setdefault(name, step)
             windows = self.dead_windows[name] = self.dead_windows.get(name, 0) + 1
-            if windows >= PATIENCE and step - since + 1 >= DEAD_STEPS:
-                if name == "outputs":
-                    shown = ", ".join(f"{k}={v:.4g}" for k, v in outputs.items())
+            enough = UNDECIDED_STEPS if name == "undecided" else DEAD_STEPS
+            if windows >= PATIENCE and step - since + 1 >= enough:
+                shown = ", ".join(f"{k}={v:.4g}" for k, v in outputs.items())
+                if name == "undecided":
+                    said.append(
+                        f"the discriminator no longer tells real from generated images "
+                        f"({shown}) since step {since}"
+                    )
+                elif name == "outputs":
                     said.append(
                         f"the discriminator stopped learning: its outputs ({shown}) "
                         f"have not moved since step {since}"
