@@ -4,6 +4,7 @@ import io
 
 import pytest
 
+from gentrain.models.vaegan import VAEGAN
 from gentrain.tracking.console import errors, print_error
 
 
@@ -45,7 +46,7 @@ def _render(width, **overrides):
         elapsed=62.0,
         eta=725.0,
         images_per_sec=2807.0,
-        losses=VAEGAN_TERMS,
+        losses=VAEGAN.logged_terms.ordered(VAEGAN_TERMS),  # as the trainer hands them over
     )
     args.update(overrides)
     recorder = Console(width=width, record=True, file=io.StringIO(), color_system=None)

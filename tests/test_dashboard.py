@@ -11,6 +11,8 @@ from tensorboard.plugins.hparams import backend_context
 from tensorboard.plugins.hparams import metadata as hparams_metadata
 
 from gentrain.cli.train import train
+from gentrain.models.gan import GAN
+from gentrain.models.vae import VAE
 from gentrain.tracking.dashboard import scalar_layout
 
 
@@ -93,7 +95,9 @@ def test_custom_scalars_chart_each_network_d_outputs_fid_floor_and_lr(vaegan_eve
 
 
 def test_layout_has_only_charts_for_logged_tags():
-    layout = scalar_layout({"train/loss", "val/loss", "lr/vae", "val/fid"}, ["vae"])
+    layout = scalar_layout(
+        {"train/loss", "val/loss", "lr/vae", "val/fid"}, ["vae"], VAE.logged_terms
+    )
     assert set(layout) == {"losses by network", "FID vs floor", "learning rates"}
     assert layout["losses by network"] == {
         "loss (vae)": ["Multiline", [r"^(train/loss|val/loss)$"]]
@@ -143,7 +147,7 @@ def test_without_changed_knobs_the_latent_size_leads():
 
 def test_a_conditional_run_charts_intra_fid_beside_fid_and_its_accuracy():
     tags = {"val/fid", "val/fid_floor", "val/intra_fid", "val/cond_accuracy", "val/precision"}
-    charts = scalar_layout(tags, ["generator", "discriminator"])["FID vs floor"]
+    charts = scalar_layout(tags, ["generator", "discriminator"], GAN.logged_terms)["FID vs floor"]
     assert charts["FID"] == ["Multiline", [r"^(val/fid|val/fid_floor|val/intra_fid)$"]]
     assert charts["conditional accuracy"] == ["Multiline", [r"^(val/cond_accuracy)$"]]
     assert list(charts) == ["FID", "precision, recall", "conditional accuracy"]

@@ -19,6 +19,7 @@ from gentrain.cli.train import train
 from gentrain.core.config import validate_config
 from gentrain.core.errors import ConfigError, require_at_least
 from gentrain.core.registry import MODELS
+from gentrain.core.terms import LoggedTerms
 from gentrain.data import Batch
 from gentrain.models import GenerativeModel
 
@@ -37,6 +38,9 @@ class TinyDecoder(GenerativeModel):
 
     Config = TinyDecoderConfig
     optimizer_defaults = {"lr": 1e-2}
+    # Its own term names: the progress line, the dashboard and the runaway watch read them
+    # from here, not from lists of the built-in models' terms.
+    logged_terms = LoggedTerms(by_network={"decoder": ("fit",)}, watched=("fit",), first=("fit",))
 
     def __init__(self, cfg: TinyDecoderConfig, image_shape: tuple[int, int, int]) -> None:
         super().__init__(image_shape, cfg.latent_dim)
@@ -54,12 +58,12 @@ class TinyDecoder(GenerativeModel):
 
     def training_step(self, batch: Batch) -> dict[str, torch.Tensor]:
         loss = self.loss(batch.images)
-        self.update({"decoder": loss})
-        return {"loss": loss.detach()}
+        norms = self.update({"decoder": loss})
+        return {"grad_norm_decoder": norms["decoder"], "fit": loss.detach()}
 
     @torch.no_grad()
     def validation_step(self, batch: Batch) -> dict[str, torch.Tensor]:
-        return {"loss": self.loss(batch.images)}
+        return {"fit": self.loss(batch.images)}
 
     @torch.no_grad()
     def sample(self, noise: torch.Tensor) -> torch.Tensor:
@@ -80,7 +84,7 @@ def test_a_model_defined_in_one_file_trains_through_the_entry_point(
     out = tmp_path / "run"
     metrics = train(make_config("model=tiny_decoder", "model.latent_dim=4", output_dir=out))
 
-    assert metrics["step"] == 4 and math.isfinite(metrics["val/loss"])
+    assert metrics["step"] == 4 and math.isfinite(metrics["val/fit"])
     assert "val/fid" in metrics  # evaluated like any model
     assert (out / "images" / "samples.png").is_file()
     state = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)
@@ -106,3 +110,23 @@ def test_the_command_line_accepts_a_model_without_a_preset(tiny_decoder):
     check_overrides(["model=tiny_decoder"], config_dir())  # no configs/model/*.yaml needed
     with pytest.raises(ConfigError, match="did you mean 'tiny_decoder'"):
         check_overrides(["model=tiny_decoderr"], config_dir())
+
+
+def test_a_new_models_own_terms_lead_the_progress_line_get_a_chart_and_are_watched(tiny_decoder):
+    from gentrain.tracking.dashboard import scalar_layout
+    from gentrain.training.runaway import RunawayDetector
+
+    terms = TinyDecoder.logged_terms
+    assert list(terms.ordered({"grad_norm_decoder": 2.0, "fit": 0.1})) == [
+        "fit",
+        "grad_norm_decoder",
+    ]
+    layout = scalar_layout({"train/fit", "val/fit"}, ["decoder"], terms)
+    assert layout["losses by network"]["fit (decoder)"] == ["Multiline", ["^(train/fit|val/fit)$"]]
+    watch = RunawayDetector("warn", terms=terms)
+    for step in range(1, 5):
+        assert watch.findings({"fit": 0.1, "grad_norm_decoder": 2.0}, step) == {}
+    assert (
+        "fit=1e+09 exploded"
+        in watch.findings({"fit": 1e9, "grad_norm_decoder": 2.0}, 5)["explosion"]
+    )

@@ -211,6 +211,19 @@ class _Patched:
 
 
 # --- runaway training -------------------------------------------------------------------------
+def _detector(action):
+    """A runaway watch over the built-in models' terms (a GAN's and a VAE's at once)."""
+    from gentrain.core.terms import LoggedTerms
+    from gentrain.training.runaway import RunawayDetector
+
+    terms = LoggedTerms(
+        watched=("loss", "loss_d", "loss_g"),
+        discriminator_outputs=("d_real", "d_fake"),
+        generator_losses=("loss_g",),
+    )
+    return RunawayDetector(action, terms=terms)
+
+
 def _healthy_windows(count: int = 200):
     import random
 
@@ -228,9 +241,8 @@ def _healthy_windows(count: int = 200):
 
 
 def test_the_runaway_detector_is_quiet_on_healthy_training():
-    from gentrain.training.runaway import RunawayDetector
 
-    detector = RunawayDetector("stop")
+    detector = _detector("stop")
     for step, means in enumerate(_healthy_windows()):
         detector.check(step, means, Path("/nonexistent"))  # stop would raise
     assert detector.metrics() == {}
@@ -246,9 +258,8 @@ def test_the_runaway_detector_is_quiet_on_healthy_training():
     ],
 )
 def test_the_runaway_detector_names_explosion_saturation_and_a_stuck_generator(windows, kind, at):
-    from gentrain.training.runaway import RunawayDetector
 
-    detector = RunawayDetector("warn")
+    detector = _detector("warn")
     for step, means in enumerate(windows):
         assert (step < at) == (kind not in detector.findings(means))
     assert detector.reasons == {}  # findings() alone does not act
@@ -309,9 +320,8 @@ def test_on_runaway_takes_only_warn_stop_or_off(compose_only):
 
 
 def test_a_discriminator_that_stops_learning_is_noticed_after_ten_steps():
-    from gentrain.training.runaway import RunawayDetector
 
-    detector = RunawayDetector("warn")
+    detector = _detector("warn")
     learning = {"loss_d": 1.2, "d_real": 0.61, "d_fake": 0.4, "grad_norm_discriminator": 3.0}
     assert detector.findings(learning, step=5) == {}
     dead = {"loss_d": 1.39, "d_real": 0.5, "d_fake": 0.5, "grad_norm_discriminator": 0.0}
@@ -325,16 +335,15 @@ def test_a_discriminator_that_stops_learning_is_noticed_after_ten_steps():
 def test_a_discriminator_that_scores_real_and_fake_alike_is_noticed_after_fifty_steps():
     """The 64-px GAN at lr 8e-4 (docs/benchmarks.md): D at 0.5 on both, G's gradient small
     but not 0, the losses at ln 2: nothing exploded, nothing is exactly frozen."""
-    from gentrain.training.runaway import RunawayDetector
 
-    detector = RunawayDetector("warn")
+    detector = _detector("warn")
     windows = [(0.496, 0.496), (0.501, 0.5), (0.5, 0.499), (0.498, 0.5)]
     seen = {}
     for step, (real, fake) in zip((50, 100, 150, 200), windows):
         means = {"loss_g": 0.69, "d_real": real, "d_fake": fake, "grad_norm_generator": 0.03}
         seen[step] = detector.findings(means, step)
     assert "dead" not in seen[100] and "no longer tells real" in seen[150]["dead"]
-    healthy = RunawayDetector("warn")
+    healthy = _detector("warn")
     for step, margin in zip((50, 100, 150, 200), (0.1, 0.05, 0.08, 0.03)):
         means = {"loss_g": 0.9, "d_real": 0.5 + margin, "d_fake": 0.45, "grad_norm_generator": 3.0}
         assert healthy.findings(means, step) == {}

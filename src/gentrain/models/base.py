@@ -21,6 +21,7 @@ from torch import nn
 
 from gentrain.core.errors import ConfigError
 from gentrain.core.registry import MODELS
+from gentrain.core.terms import LoggedTerms
 from gentrain.data.batch import Batch
 from gentrain.models.latent_prior import LatentPrior, posterior_means
 from gentrain.training.optim import OptimizerFactory
@@ -34,6 +35,9 @@ class GenerativeModel(nn.Module):
     Config: ClassVar[type]
     #: whether ``reconstruct`` is meaningful (VAE, VAE-GAN) or not (GAN)
     has_encoder: bool = False
+    #: what the terms ``training_step`` returns mean: which network minimises which, which
+    #: are D's outputs; read by the progress line, the dashboard and the runaway watch
+    logged_terms: ClassVar[LoggedTerms] = LoggedTerms()
     #: the model's optimiser recipe, for every network, where ``optimizer.*`` is null
     #: (``optimizer.lr=...`` and ``optimizer.per_network`` override it); logged at start
     optimizer_defaults: ClassVar[dict[str, Any]] = {"lr": 1e-3}

@@ -32,6 +32,7 @@ from torch import nn
 
 from gentrain.core.errors import ConfigError, require_at_least
 from gentrain.core.registry import MODELS
+from gentrain.core.terms import LoggedTerms
 from gentrain.data.batch import Batch
 from gentrain.models.adversarial import (
     check_loss,
@@ -160,6 +161,13 @@ class GAN(GenerativeModel):
     #: DCGAN's Adam betas at a higher lr for four updates per batch (docs/benchmarks.md);
     #: with ``loss=wgan_gp``, Gulrajani et al.'s
     optimizer_defaults = {"lr": 8e-4, "betas": (0.5, 0.999)}
+    logged_terms = LoggedTerms(
+        by_network={"generator": ("loss_g",), "discriminator": ("loss_d",)},
+        watched=("loss_g", "loss_d"),
+        discriminator_outputs=("d_real", "d_fake"),
+        generator_losses=("loss_g",),
+        first=("loss_g", "loss_d", "d_real", "d_fake"),
+    )
     wgan_gp_optimizer_defaults = {"lr": 1e-4, "betas": (0.0, 0.9)}
     #: init_from: a VAE's (or VAE-GAN's) decoder becomes the generator and its EMA copy
     warm_start_sources = {

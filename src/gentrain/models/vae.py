@@ -23,6 +23,7 @@ from torch.distributions import ContinuousBernoulli
 
 from gentrain.core.errors import ConfigError, require_at_least
 from gentrain.core.registry import MODELS
+from gentrain.core.terms import LoggedTerms
 from gentrain.data.batch import Batch
 from gentrain.models.base import GenerativeModel
 from gentrain.models.latent_prior import check_prior_config, latent_prior_for
@@ -164,6 +165,9 @@ class VAE(GenerativeModel):
 
     Config = VAEConfig
     optimizer_defaults = {"lr": 1e-3}  # Adam's own default
+    logged_terms = LoggedTerms(
+        by_network={"vae": ("loss", "nll", "kl")}, watched=("loss",), first=("loss", "nll", "kl")
+    )
     has_encoder = True
     IWAE_IMAGES_PER_PASS = 8192  # decoder batch of the NLL estimate: bounds its memory
     #: init_from: checkpoints this model can start from (see gentrain/training/warm_start.py)

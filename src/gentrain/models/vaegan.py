@@ -41,6 +41,7 @@ from torch import nn
 
 from gentrain.core.errors import ConfigError, require_at_least
 from gentrain.core.registry import MODELS
+from gentrain.core.terms import LoggedTerms
 from gentrain.data.batch import Batch
 from gentrain.models.adversarial import (
     LOGISTIC_LOSSES,
@@ -111,6 +112,17 @@ class VAEGAN(GenerativeModel):
     #: the encoder and decoder the VAE's lr of 1e-3: per epoch, reconstructions as close
     #: as the VAE's and a lower FID than at 2e-4 (docs/benchmarks.md)
     optimizer_defaults = {"lr": 2e-4, "betas": (0.5, 0.999)}
+    logged_terms = LoggedTerms(
+        by_network={
+            "encoder": ("prior", "llike"),
+            "decoder": ("llike", "gan_dec"),
+            "discriminator": ("gan_d",),
+        },
+        watched=("llike", "gan_dec", "gan_d"),  # prior: a KL that starts near 0
+        discriminator_outputs=("d_real", "d_recon", "d_prior"),
+        generator_losses=("gan_dec",),
+        first=("llike", "gan_dec", "gan_d", "prior", "d_real", "d_recon", "d_prior"),
+    )
     optimizer_defaults_per_network = {"encoder": {"lr": 1e-3}, "decoder": {"lr": 1e-3}}
     has_encoder = True
     #: init_from: a trained VAE gives encoder and decoder; the discriminator starts fresh

@@ -69,35 +69,17 @@ def print_metrics_table(metrics: dict[str, float], title: str = "results") -> No
     console.print(table)
 
 
-# Loss terms in the order the progress line shows them: first the loss each network
-# minimises (VAE: loss; GAN: loss_g, loss_d; VAE-GAN: llike, gan_dec, gan_d, prior), then
-# the discriminator's outputs and the VAE's parts; gradient norms and gates last.
-FIRST_TERMS = (
-    "loss",
-    "loss_g",
-    "loss_d",
-    "llike",
-    "gan_dec",
-    "gan_d",
-    "prior",
-    "d_real",
-    "d_fake",
-    "d_recon",
-    "d_prior",
-    "nll",
-    "kl",
-)
+# Gradient norms and gates come last on the progress line; the model's terms come first,
+# in the order its ``logged_terms.first`` gives them (the trainer orders them).
 LAST_PREFIXES = ("grad_norm_", "gate_")
 
 
 def by_importance(values: dict[str, float]) -> list[tuple[str, float]]:
-    """``values`` most important first (see FIRST_TERMS); unknown names keep their order."""
+    """``values`` in their order, gradient norms and gates last."""
 
     def rank(item: tuple[int, str]) -> tuple[int, int]:
         index, name = item
-        if name in FIRST_TERMS:
-            return 0, FIRST_TERMS.index(name)
-        return (2 if name.startswith(LAST_PREFIXES) else 1), index
+        return (1 if name.startswith(LAST_PREFIXES) else 0), index
 
     order = sorted(enumerate(values), key=rank)
     return [(name, values[name]) for _, name in order]
@@ -130,8 +112,8 @@ def progress_lines(
     """The live progress as one or two lines of at most ``width`` cells.
 
     The bar, step/total, elapsed time and ETA are always on the first line; images/s and
-    the loss terms (most important first, see FIRST_TERMS) follow on it if they all fit,
-    else on a second line holding as many terms as fit.
+    the loss terms (most important first: the model's ``logged_terms``) follow on it if
+    they all fit, else on a second line holding as many terms as fit.
     """
     head = f"epoch {epoch} "
     tail = f" {step:,}/{total:,} {clock(elapsed)} eta {clock(eta)}"

@@ -12,16 +12,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-# The terms each network minimises, by the network names models give their optimisers
-# (VAE: vae; GAN: generator, discriminator; VAE-GAN: encoder, decoder, discriminator).
-NETWORK_TERMS = {
-    "vae": ("loss", "nll", "kl"),
-    "generator": ("loss_g",),
-    "discriminator": ("loss_d", "gan_d"),
-    "encoder": ("prior", "llike"),
-    "decoder": ("llike", "gan_dec"),
-}
-D_OUTPUTS = ("d_real", "d_fake", "d_recon", "d_prior")
+from gentrain.core.terms import LoggedTerms
+
 FLOORED = (("FID", "val/fid"), ("KID", "val/kid"))
 # A conditional model's intra-class FID, on its FID chart (the same feature space and scale).
 BESIDE = {"val/fid": ("val/intra_fid",)}
@@ -38,9 +30,12 @@ def _either(tags: list[str]) -> str:
     return "^(" + "|".join(re.escape(t) for t in tags) + ")$"
 
 
-def scalar_layout(tags: set[str], networks: list[str]) -> dict[str, dict[str, list[Any]]]:
+def scalar_layout(
+    tags: set[str], networks: list[str], terms: LoggedTerms
+) -> dict[str, dict[str, list[Any]]]:
     """The Custom Scalars layout (``SummaryWriter.add_custom_scalars``'s dict) for a run
-    of a model with ``networks`` that logged ``tags``: only charts with something in them.
+    of a model with ``networks`` and ``terms`` (what the model says its terms are) that
+    logged ``tags``: only charts with something in them.
 
     One chart per loss term, train and validation together (terms differ in scale by
     orders of magnitude: one chart per network would flatten the small ones), titled by
@@ -54,13 +49,13 @@ def scalar_layout(tags: set[str], networks: list[str]) -> dict[str, dict[str, li
 
     owners: dict[str, list[str]] = {}
     for network in networks:
-        for term in NETWORK_TERMS.get(network, ()):
+        for term in terms.by_network.get(network, ()):
             owners.setdefault(term, []).append(network)
     for term, by in owners.items():
         shown = [t for t in (f"train/{term}", f"val/{term}") if t in tags]
         chart("losses by network", f"{term} ({', '.join(by)})", shown)
     for split in ("train", "val"):
-        shown = [f"{split}/{d}" for d in D_OUTPUTS if f"{split}/{d}" in tags]
+        shown = [f"{split}/{d}" for d in terms.discriminator_outputs if f"{split}/{d}" in tags]
         chart("discriminator outputs", split, shown)
     for title, tag in FLOORED:
         if tag in tags:

@@ -9,6 +9,7 @@ import torch
 
 from gentrain.core.ranks import is_main_process
 from gentrain.core.registry import LOGGERS
+from gentrain.core.terms import LoggedTerms
 from gentrain.tracking.dashboard import (
     facts_table,
     hparams_for,
@@ -28,7 +29,7 @@ class Logger:
 
     def log_text(self, tag: str, text: str, step: int = 0) -> None: ...
 
-    def log_layout(self, networks: list[str]) -> None: ...
+    def log_layout(self, networks: list[str], terms: LoggedTerms) -> None: ...
 
     def log_hparams(
         self,
@@ -88,10 +89,10 @@ class TensorBoardLogger(Logger):
     def log_text(self, tag: str, text: str, step: int = 0) -> None:
         self.writer.add_text(tag, text, step)
 
-    def log_layout(self, networks: list[str]) -> None:
+    def log_layout(self, networks: list[str], terms: LoggedTerms) -> None:
         """The Custom Scalars layout, from the tags logged so far, again whenever it grew
         (the trainer calls this after each validation; TensorBoard uses the latest)."""
-        layout = scalar_layout(self.tags, networks)
+        layout = scalar_layout(self.tags, networks, terms)
         if layout and layout != self._layout:
             from torch.utils.tensorboard.summary import custom_scalars
 

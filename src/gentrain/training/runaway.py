@@ -1,21 +1,20 @@
-"""Runaway training noticed: losses exploding, a discriminator saturated, a generator stuck.
+"""Runaway training noticed: losses exploding, a discriminator saturated or dead, a
+generator stuck, a network that stopped learning.
 
-The NaN guard sees only NaN/Inf: a GAN at ``optimizer.lr=1e6`` used to train to the end
-with ``loss_d=8e13``, ``loss_g=0`` and report its FID as if all were well. The detector
-reads the window means the trainer already computes for its log line (so it adds no host
-sync to the training step) and flags:
+The NaN guard sees only NaN/Inf. The detector reads the window means the trainer already
+computes for its log line (so it adds no host sync to the training step) and, for the
+terms the model declares (``GenerativeModel.logged_terms``), flags:
 
-- explosion: an objective (``loss``, ``loss_d``, ``loss_g``, ...) whose window mean is
-  above ``ABSOLUTE_LIMIT``, or ``FACTOR`` times the median of its earlier windows;
-- saturation: the discriminator's outputs (``d_real``, ``d_fake``, ...) pinned within
-  ``EPS`` of 0/1, D all-winning or all-losing, for ``PATIENCE`` windows in a row;
-- a stuck generator: ``loss_g`` / ``gan_dec`` exactly 0 for ``PATIENCE`` windows in a row;
+- explosion: a watched objective whose window mean is above ``ABSOLUTE_LIMIT``, or
+  ``FACTOR`` times the median of its earlier windows;
+- saturation: the discriminator's outputs pinned within ``EPS`` of 0/1, D all-winning or
+  all-losing, for ``PATIENCE`` windows in a row;
+- a stuck generator: a generator loss exactly 0 for ``PATIENCE`` windows in a row;
 - a dead network: a ``grad_norm_*`` term at 0, the discriminator's outputs not moving
   at all, or scoring real and generated images alike (within ``UNDECIDED``: a D that no
   longer tells them apart gives G nothing to learn from), for ``PATIENCE`` windows and at
-  least ``DEAD_STEPS`` steps in a row: a network
-  that no longer learns, whatever its losses say (losses of 1e5 that keep falling are no
-  explosion, yet a generator without gradient trains nothing).
+  least ``DEAD_STEPS`` steps in a row: a network that no longer learns, whatever its
+  losses say.
 
 ``trainer.on_runaway``: ``warn`` (default) logs a line, writes a TensorBoard text entry and
 puts ``train/runaway`` (and its first step) into the metrics, so metrics.json and the
@@ -31,13 +30,12 @@ import statistics
 from pathlib import Path
 
 from gentrain.core.errors import GentrainError
+from gentrain.core.terms import LoggedTerms
 from gentrain.tracking.loggers import Logger, NullLogger
 
 log = logging.getLogger("gentrain")
 
 ACTIONS = ("warn", "stop", "off")
-OBJECTIVES = ("loss", "loss_d", "loss_g", "llike", "gan_d", "gan_dec")
-GENERATOR_LOSSES = ("loss_g", "gan_dec")
 ABSOLUTE_LIMIT = 1e8  # far above any per-image loss of gentrain's models
 FACTOR = 1000.0  # a window this many times its term's running median
 MIN_HISTORY = 3  # windows before the running median is trusted
@@ -55,8 +53,11 @@ class RunawayTrainingError(GentrainError):
 class RunawayDetector:
     """Fed the logged window means at each log step; acts once per kind of runaway."""
 
-    def __init__(self, action: str = "warn", logger: Logger | None = None) -> None:
+    def __init__(
+        self, action: str = "warn", logger: Logger | None = None, terms: LoggedTerms | None = None
+    ) -> None:
         self.action = action
+        self.terms = terms or LoggedTerms()  # the model's: which are objectives, D's outputs
         self.logger = logger or NullLogger()
         self.history: dict[str, list[float]] = {}
         self.streaks = {"saturated": 0, "stuck": 0}
@@ -70,7 +71,7 @@ class RunawayDetector:
         """The runaways ``means`` (one window, ending at ``step``) shows, by kind; updates
         the history."""
         found: dict[str, str] = {}
-        for name in OBJECTIVES:
+        for name in self.terms.watched:
             if name not in means or not math.isfinite(means[name]):
                 continue
             value, past = abs(means[name]), self.history.setdefault(name, [])
@@ -83,7 +84,7 @@ class RunawayDetector:
                     f"its running median {median:.4g})"
                 )
             past.append(value)
-        outputs = {k: v for k, v in means.items() if k.startswith("d_")}
+        outputs = {k: means[k] for k in self.terms.discriminator_outputs if k in means}
         pinned = all(min(v, abs(1 - v)) < EPS for v in outputs.values())
         saturated = bool(outputs) and pinned and any(v > 0.5 for v in outputs.values())
         self.streaks["saturated"] = self.streaks["saturated"] + 1 if saturated else 0
@@ -96,7 +97,7 @@ class RunawayDetector:
         dead = self._dead_terms(means, step)
         if dead:
             found["dead"] = "; ".join(dead)
-        zero = [k for k in GENERATOR_LOSSES if means.get(k) == 0.0]
+        zero = [k for k in self.terms.generator_losses if means.get(k) == 0.0]
         self.streaks["stuck"] = self.streaks["stuck"] + 1 if zero else 0
         if self.streaks["stuck"] >= PATIENCE:
             found["stuck"] = (
@@ -108,7 +109,7 @@ class RunawayDetector:
     def _dead_terms(self, means: dict[str, float], step: int) -> list[str]:
         """What has stopped learning for long enough: gradient norms at 0, and the
         discriminator's outputs frozen at the same values."""
-        outputs = {k: v for k, v in means.items() if k.startswith("d_")}
+        outputs = {k: means[k] for k in self.terms.discriminator_outputs if k in means}
         frozen = bool(outputs) and outputs.keys() == self.previous_outputs.keys()
         frozen = frozen and all(
             abs(v - self.previous_outputs[k]) < 1e-7 for k, v in outputs.items()

@@ -310,7 +310,7 @@ class Trainer:
             self.history_path.unlink(missing_ok=True)  # a fresh run starts a fresh curve
         # trainer.max_seconds spent (already, for a run resumed after its budget)
         plan.out_of_time = cfg.max_seconds is not None and self.clock.seconds >= cfg.max_seconds
-        plan.runaway = RunawayDetector(cfg.on_runaway, self.logger)
+        plan.runaway = RunawayDetector(cfg.on_runaway, self.logger, model.logged_terms)
         log.info(
             "training %s on %s: %d steps (%d per epoch, batch %d) on %s, %s trainable "
             "parameters (model/parameters)",
@@ -382,7 +382,7 @@ class Trainer:
         """Log the window's mean loss terms, images/s and learning rates; start a new one."""
         self.finite.raise_if_diverged(self.checkpoint_path)
         window.sums = self.world.mean_terms(window.sums)  # the global batch's
-        shown = window.close()
+        shown = window.shown = model.logged_terms.ordered(window.close())  # the model's first
         plan.runaway.check(self.step, shown, self.checkpoint_path)
         scalars = {f"train/{k}": v for k, v in shown.items()}
         scalars["train/images_per_sec"] = window.rate
@@ -468,7 +468,7 @@ class Trainer:
     def _log_validation(self, model: GenerativeModel, metrics: dict[str, float]) -> None:
         """A validation's record in history.jsonl, the dashboard's layout, fresh grids."""
         self._record_history(metrics)
-        self.logger.log_layout(list(model.learning_rates()))  # every tag known now
+        self.logger.log_layout(list(model.learning_rates()), model.logged_terms)  # all tags known
         self._log_grids(model)
 
     # ---------------------------------------------------------------------------------------
