@@ -153,7 +153,15 @@ COLOUR_MODELS = {
         num_classes=3 if c else 0,
     ),
     "gan": lambda family, c: GAN(
-        GANConfig(family=family, width=4, latent_dim=3, conditional=c, augment=["color"]),
+        GANConfig(  # one update a batch and no EMA: the shapes are what is tested here
+            family=family,
+            width=4,
+            latent_dim=3,
+            conditional=c,
+            augment=["color"],
+            updates_per_batch=1,
+            ema_decay=None,
+        ),
         (3, 64, 64),
         num_classes=3 if c else 0,
     ),
