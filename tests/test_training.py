@@ -364,6 +364,6 @@ def test_a_run_trains_the_same_whether_its_feature_classifier_was_cached_or_not(
     cache = f"paths.cache_dir={tmp_path / 'fresh_cache'}"
     runs = [tmp_path / "cold", tmp_path / "warm"]  # the first trains and caches, the second loads
     for run in runs:
-        train(make_config("trainer.max_steps=1", cache, output_dir=run))
+        train(make_config("trainer.max_steps=1", "dataset.limit=128", cache, output_dir=run))
     cold, warm = (torch.load(r / "checkpoints" / "last.ckpt", weights_only=True) for r in runs)
     assert all(torch.equal(cold["model"][k], warm["model"][k]) for k in cold["model"])
