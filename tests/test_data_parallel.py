@@ -2,13 +2,14 @@
 batch, resume, stops, a dead, a raising and a hanging rank, and evaluation shared by the
 ranks (gentrain.training.data_parallel).
 
-Each test starts its ranks with ``multiprocessing`` (spawn), the way torchrun would start
-them, and every rank calls ``gentrain.cli.train.train``: the code path of the CLI. Evaluation
+Each test starts its ranks with ``multiprocessing`` (a fork server), the way torchrun would
+start them, and every rank calls ``gentrain.cli.train.train``: the code path of the CLI. Evaluation
 is on, as a user runs it.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import multiprocessing
 import os
@@ -69,7 +70,7 @@ def _rank_1_dies_at_step_2(rank):
     VAE.training_step = training_step
 
 
-def _rank_1_raises_in_evaluation(rank):
+def _rank_1_raises_in_evaluation(rank, marker):
     from pathlib import Path
 
     from gentrain.evaluation import Evaluator
@@ -79,7 +80,7 @@ def _rank_1_raises_in_evaluation(rank):
     def generate(self, model):
         if rank == 1:
             time.sleep(1)  # rank 0 is waiting in a collective by now
-            Path(os.environ["RAISED_AT"]).write_text(str(time.time()))
+            Path(marker).write_text(str(time.time()))
             raise RuntimeError("injected failure on rank 1")
         return original(self, model)
 
@@ -139,7 +140,10 @@ def _rank(rank, size, port, jobs, patch, results, timeout_s="60"):
 
 def _run_ranks(jobs, patch=None, size=2, timeout=240, timeout_s="60"):
     """Start ``size`` ranks on ``jobs``; return what each reported, by rank."""
-    context = multiprocessing.get_context("spawn")
+    # A fork server that has imported torch and gentrain once starts each rank in a fork of
+    # itself (no distributed state, no threads yet): the ranks skip seconds of imports.
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["torch", "gentrain.cli.train", "gentrain.cli.evaluate"])
     results = context.Queue()
     port = _free_port()
     procs = [
@@ -291,12 +295,10 @@ def test_a_dead_rank_makes_the_others_stop_with_a_clear_error(make_config, tmp_p
     )
 
 
-def test_a_rank_that_raises_in_evaluation_stops_the_other_within_seconds(
-    make_config, tmp_path, monkeypatch
-):
-    monkeypatch.setenv("RAISED_AT", str(tmp_path / "raised_at"))
+def test_a_rank_that_raises_in_evaluation_stops_the_other_within_seconds(make_config, tmp_path):
     cfg = make_config(*TINY, "trainer.max_steps=2", output_dir=tmp_path / "run")
-    reports, codes = _run_ranks([cfg], patch=_rank_1_raises_in_evaluation, timeout_s="600")
+    patch = functools.partial(_rank_1_raises_in_evaluation, marker=str(tmp_path / "raised_at"))
+    reports, codes = _run_ranks([cfg], patch=patch, timeout_s="600")
     assert codes[1] != 0 and reports[1] == []  # rank 1's own traceback is its own log
     [(kind, message, stopped_at)] = reports[0]
     assert kind == "DataParallelError" and "\n" not in message
