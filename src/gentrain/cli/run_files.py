@@ -19,6 +19,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from gentrain.core.checkpoint import atomic_write_bytes
+from gentrain.core.ranks import is_main_process
 
 DEFERRED = [
     "hydra.output_subdir=null",
@@ -28,8 +29,10 @@ DEFERRED = [
 
 
 def deferred_overrides(argv: list[str]) -> list[str]:
-    """Hydra overrides that leave a single run's files to ``RunFiles`` (none for a sweep)."""
-    if any(arg in ("-m", "--multirun") for arg in argv):
+    """Hydra overrides that leave a single run's files to ``RunFiles`` (none for a sweep's
+    jobs). Under torchrun every rank takes them: rank 0 alone writes the files, and the
+    other ranks' messages still reach torchrun's console."""
+    if any(arg in ("-m", "--multirun") for arg in argv) and is_main_process():
         return []
     return list(DEFERRED)
 

@@ -31,7 +31,7 @@ from gentrain.evaluation import Evaluator
 from gentrain.experiments.sweep import remember_fixed_keys
 from gentrain.models import build_model
 from gentrain.tracking.console import console, print_config_tree, print_error, print_metrics_table
-from gentrain.training.data_parallel import World, hydra_overrides_for_rank, requeued_checkpoint
+from gentrain.training.data_parallel import World, requeued_checkpoint
 from gentrain.training.data_parallel import setup as setup_data_parallel
 from gentrain.training.memory import check_model_fits
 from gentrain.training.restore import check_resume_source
@@ -249,7 +249,7 @@ def main() -> None:
         sys.exit(2)
     remember_fixed_keys(sys.argv[1:])  # for sweep job names: what varies between jobs
     # Under torchrun rank 0 alone writes; a single run writes .hydra/ and train.log itself.
-    sys.argv.extend(hydra_overrides_for_rank() or deferred_overrides(sys.argv[1:]))
+    sys.argv.extend(deferred_overrides(sys.argv[1:]))
     hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")(hydra_task)()
 
 

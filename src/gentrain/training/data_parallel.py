@@ -52,7 +52,6 @@ from torch.overrides import TorchFunctionMode
 
 from gentrain.core.errors import ConfigError, GentrainError
 from gentrain.core.paths import last_checkpoint
-from gentrain.core.ranks import is_main_process
 
 log = logging.getLogger("gentrain")
 
@@ -96,19 +95,6 @@ def requeued_checkpoint(output_dir: Path) -> Path | None:
         log.info("SLURM requeued this job: resuming from %s", own)
         return own
     return None
-
-
-def hydra_overrides_for_rank() -> list[str]:
-    """Overrides a non-zero torchrun rank adds to its own command line: rank 0 alone
-    writes the run directory's ``.hydra/`` and ``train.log`` (each rank composes the
-    config itself under torchrun; its messages still reach torchrun's console)."""
-    if launched_world_size() <= 1 or is_main_process():
-        return []
-    return [
-        "hydra.output_subdir=null",
-        "hydra.job_logging.root.handlers=[console]",
-        "~hydra.job_logging.handlers.file",
-    ]
 
 
 def timeout() -> datetime.timedelta:
