@@ -139,7 +139,7 @@ def _train(
     )
     try:
         metrics = trainer.fit(model, data, config.optimizer, resume_from=resume_from)
-        metrics = world.broadcast(metrics)  # rank 0's, with its evaluation
+        metrics = world.broadcast(metrics)  # rank 0's clocks and counts on every rank
         # Everything the run spent: data, training, evaluation, earlier processes if resumed.
         metrics["time/wall_seconds"] = wall_clock.seconds
         changed = changed_knobs(config.model)
