@@ -27,9 +27,14 @@ def unknown_name_message(kind: str, name: object, names: list[str]) -> str:
 class Registry(Generic[T]):
     """A typed mapping from names to builders that explains unknown names."""
 
-    def __init__(self, kind: str, config_group: str | None = None) -> None:
+    def __init__(
+        self, kind: str, config_group: str | None = None, package: str | None = None
+    ) -> None:
         self.kind = kind
         self.config_group = config_group  # entries' ``Config`` schemas go to this group
+        # Where an option's settings land in the config, ``{name}`` filled in: the group's
+        # own key (None) or, for a group whose options combine, one key per option.
+        self.package = package
         self._entries: dict[str, T] = {}
 
     def register(self, name: str) -> Callable[[T], T]:
@@ -38,7 +43,8 @@ class Registry(Generic[T]):
                 raise ValueError(f"{self.kind} {name!r} is registered twice")
             self._entries[name] = obj
             if self.config_group is not None:
-                store_schema(self.config_group, name, obj.Config)
+                package = self.package.format(name=name) if self.package else None
+                store_schema(self.config_group, name, obj.Config, package=package)
             return obj
 
         return decorator
@@ -66,7 +72,9 @@ class Registry(Generic[T]):
         return iter(self.names())
 
 
-def store_schema(group: str, name: str, schema: type, option: bool = True) -> None:
+def store_schema(
+    group: str, name: str, schema: type, option: bool = True, package: str | None = None
+) -> None:
     """Put the defaults of dataclass ``schema`` into Hydra's ConfigStore as
     ``schema/<group>/<name>``.
 
@@ -74,7 +82,8 @@ def store_schema(group: str, name: str, schema: type, option: bool = True) -> No
     [/schema/<group>/<name>@_here_, _self_]``) and holds only what its preset changes, so
     each default is written once, in the dataclass. With no such file (and ``option``),
     the defaults are also the option ``<group>=<name>`` itself: a new model needs no YAML
-    to train.
+    to train; ``package`` is where that option puts them (``logger.<name>``: several
+    loggers at once).
     Types and ranges are still checked by ``config.validate_config`` (with its messages).
     """
     from hydra.core.config_store import ConfigStore
@@ -86,7 +95,7 @@ def store_schema(group: str, name: str, schema: type, option: bool = True) -> No
     store = ConfigStore.instance()
     store.store(group=f"schema/{group}", name=name, node=defaults)
     if option and not (config_dir() / group / f"{name}.yaml").is_file():
-        store.store(group=group, name=name, node=defaults)
+        store.store(group=group, name=name, node=defaults, package=package)
 
 
 MODELS: Registry = Registry("model", config_group="model")
