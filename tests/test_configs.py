@@ -27,19 +27,32 @@ def test_every_option_composes_and_validates(compose_only, tmp_path, group, opti
     extra = [f"dataset.path={tmp_path}"] if option == "image_folder" else []
     cfg = compose_only(f"{group}={option}", *extra)
     run = validate_config(cfg)
-    if group in ("model", "dataset", "optimizer", "logger"):
+    if group in ("model", "dataset", "optimizer"):
         assert getattr(run, group).name == option
+    if group == "logger":  # backend name -> its settings; none: no backend
+        assert list(run.logger) == ([] if option == "none" else [option])
 
 
 @pytest.mark.parametrize(
     ("group", "registry"),
-    [("model", MODELS), ("dataset", DATASETS), ("optimizer", OPTIMIZERS), ("logger", LOGGERS)],
+    [("model", MODELS), ("dataset", DATASETS), ("optimizer", OPTIMIZERS)],
 )
 def test_config_files_match_registry(group, registry):
     files = sorted(f.stem for f in (CONFIGS / group).glob("*.yaml"))
     assert files == registry.names()
     for stem in files:
         assert yaml.safe_load((CONFIGS / group / f"{stem}.yaml").read_text())["name"] == stem
+
+
+def test_logger_files_match_registry():
+    """Each backend's file puts its settings under ``logger.<name>`` (so a list of them
+    combines) and extends its registered schema; ``none`` is the empty mapping."""
+    files = sorted(f.stem for f in (CONFIGS / "logger").glob("*.yaml"))
+    assert files == sorted([*LOGGERS.names(), "none"])
+    for name in LOGGERS.names():
+        text = (CONFIGS / "logger" / f"{name}.yaml").read_text()
+        assert text.startswith(f"# @package logger.{name}\n")
+        assert f"/schema/logger/{name}@_here_" in yaml.safe_load(text)["defaults"]
 
 
 def test_experiment_presets_compose(compose_only):

@@ -16,7 +16,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from gentrain.core.errors import ConfigError
-from gentrain.core.registry import unknown_name_message
+from gentrain.core.registry import LOGGERS, unknown_name_message
 
 # Flags after which Hydra's own handling is wanted: another config, help, shell completion.
 HANDS_OFF_FLAGS = ("--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd")
@@ -108,18 +108,27 @@ def composition_error(exc: Exception, cfg_without: Any = None) -> ConfigError:
         node = OmegaConf.select(cfg_without, parent) if cfg_without is not None and parent else None
         if node is not None and OmegaConf.is_dict(node):
             return ConfigError(unknown_name_message(f"{parent} key", leaf, sorted(map(str, node))))
+        section, _, rest = key.partition(".")
+        backend = rest.split(".")[0]
+        if section == "logger" and backend in LOGGERS:
+            return ConfigError(
+                f"{key} sets a logger this run does not use; add logger={backend} (or "
+                f"several: logger=[tensorboard,{backend}])"
+            )
         return ConfigError(f"unknown config key {key!r}; gentrain --cfg job prints every key")
     return ConfigError(f"{head}; gentrain --help lists the groups and their options")
 
 
 def compose_and_validate(overrides: list[str], config_root: Path) -> None:
     """Compose the primary config with ``overrides`` (Hydra's own settings left out) and
-    validate it as ``train`` will: every ConfigError before Hydra touches the run dir."""
+    validate it as ``train`` will, the loggers' packages included: every ConfigError
+    before Hydra touches the run dir."""
     from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
     from gentrain.core.config import validate_config
+    from gentrain.tracking.loggers import check_installed
 
     own = [o for o in overrides if not o.lstrip("+~").startswith("hydra")]
     if not any(o.lstrip("+~").startswith("paths.output_dir=") for o in own):
@@ -129,7 +138,7 @@ def compose_and_validate(overrides: list[str], config_root: Path) -> None:
             cfg = compose(config_name="train", overrides=own)
         except (HydraException, OmegaConfBaseException) as exc:
             raise composition_error(exc, compose_without(exc, own)) from None
-    validate_config(cfg)
+    check_installed(validate_config(cfg).logger)  # logger=wandb without wandb: said now
 
 
 def compose_without(exc: Exception, overrides: list[str]) -> Any:

@@ -24,13 +24,14 @@ from gentrain.core.child_process import stop_with_parent
 from gentrain.core.config import RunConfig, validate_config
 from gentrain.core.errors import ConfigError, GentrainError
 from gentrain.core.paths import checkpoint_path, config_dir, find_resume_checkpoint, last_checkpoint
-from gentrain.core.registry import LOGGERS, MODELS
+from gentrain.core.registry import MODELS
 from gentrain.core.runtime import resolve_device, seed_everything
 from gentrain.data import build_dataset, check_batch_fits
 from gentrain.evaluation import Evaluator
 from gentrain.experiments.sweep import remember_fixed_keys
 from gentrain.models import build_model
 from gentrain.tracking.console import console, print_config_tree, print_error, print_metrics_table
+from gentrain.tracking.loggers import build_logger
 from gentrain.training.data_parallel import World, requeued_checkpoint
 from gentrain.training.data_parallel import setup as setup_data_parallel
 from gentrain.training.memory import check_model_fits
@@ -121,7 +122,8 @@ def _train(
     if run_files is not None and world.is_main:  # every check passed: the run starts here
         run_files.write(cfg, output_dir)
     config_yaml = OmegaConf.to_yaml(cfg, resolve=True)
-    logger = LOGGERS.get(config.logger.name)(output_dir)
+    resume_step = None
+    logger = build_logger(config.logger, output_dir, resume_step)
     logger.log_text("config", "```yaml\n" + config_yaml + "```")
     if warm_start_summary:
         logger.log_text("init_from", warm_start_summary)

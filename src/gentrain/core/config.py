@@ -90,11 +90,6 @@ class DeviceConfig:
 
 
 @dataclass
-class LoggerConfig:
-    name: str = "tensorboard"
-
-
-@dataclass
 class PathsConfig:
     data_dir: str = "./data"
     output_dir: str = "./outputs/run"
@@ -110,7 +105,7 @@ class RunConfig:
     optimizer: OptimizerConfig
     device: DeviceConfig
     trainer: TrainerConfig
-    logger: LoggerConfig
+    logger: dict[str, Any]  # backend name -> its settings (its registered Config); {}: none
     paths: PathsConfig
     eval: EvalConfig
     seed: int = 0
@@ -122,7 +117,6 @@ SECTIONS = {
     "dataset": (DATASETS, lambda name: DatasetConfig),
     "optimizer": (OPTIMIZERS, lambda name: OptimizerConfig),
     "model": (MODELS, lambda name: MODELS.get(name).Config),
-    "logger": (LOGGERS, lambda name: LoggerConfig),
 }
 PLAIN_SECTIONS = {
     "device": DeviceConfig,
@@ -178,9 +172,36 @@ def _typed(section: str, schema: type, values: Any) -> Any:
         raise ConfigError(f"invalid value for '{section}.{exc.full_key}': {reason}") from None
 
 
+def _loggers(values: Any) -> dict[str, Any]:
+    """The ``logger`` section: each backend's name -> its typed settings, in the order
+    given (``{}``: log nothing). The form of runs from before loggers combined,
+    ``{name: tensorboard}``, still reads (a resumed or evaluated old run validates)."""
+    if isinstance(values, DictConfig):
+        try:
+            values = OmegaConf.to_container(values, resolve=True, throw_on_missing=False)
+        except OmegaConfBaseException as exc:
+            reason = str(exc).splitlines()[0]
+            raise ConfigError(f"invalid value for 'logger.{exc.full_key}': {reason}") from None
+    if values is None:
+        return {}
+    if not isinstance(values, dict):
+        raise ConfigError(
+            f"logger must map logger names to their settings, got {values!r}; pick loggers "
+            f"with logger=<name> or logger=[<name>,<name>] (available: {', '.join(LOGGERS)})"
+        )
+    if isinstance(values.get("name"), str) and len(values) == 1:
+        values = {} if values["name"] == "none" else {values["name"]: {}}
+    typed = {}
+    for name, settings in values.items():
+        if name not in LOGGERS:
+            raise ConfigError(LOGGERS.unknown_message(name))
+        typed[name] = _typed(f"logger.{name}", LOGGERS.get(name).Config, settings or {})
+    return typed
+
+
 def validate_config(cfg: DictConfig) -> RunConfig:
     """Check every section of ``cfg`` and return typed, range-checked config objects."""
-    missing = [s for s in [*SECTIONS, *PLAIN_SECTIONS] if s not in cfg]
+    missing = [s for s in [*SECTIONS, "logger", *PLAIN_SECTIONS] if s not in cfg]
     if missing:
         raise ConfigError(f"the config has no {', '.join(missing)} section(s)")
     typed: dict[str, Any] = {}
@@ -192,6 +213,7 @@ def validate_config(cfg: DictConfig) -> RunConfig:
         if name not in registry:
             raise ConfigError(registry.unknown_message(name))
         typed[section] = _typed(section, schema_for(name), values)
+    typed["logger"] = _loggers(cfg["logger"])
     for section, schema in PLAIN_SECTIONS.items():
         typed[section] = _typed(section, schema, cfg[section])
     extras = {k: cfg[k] for k in cfg if k not in typed}
@@ -199,7 +221,7 @@ def validate_config(cfg: DictConfig) -> RunConfig:
     if unknown:
         raise ConfigError(
             f"unknown top-level config key(s) {unknown}; valid: "
-            f"{', '.join(sorted([*SECTIONS, *PLAIN_SECTIONS, *TOP_LEVEL]))}"
+            f"{', '.join(sorted([*SECTIONS, 'logger', *PLAIN_SECTIONS, *TOP_LEVEL]))}"
         )
     seed = extras.pop("seed", 0)
     if not isinstance(seed, int) or isinstance(seed, bool):

@@ -101,4 +101,5 @@ def store_schema(
 MODELS: Registry = Registry("model", config_group="model")
 DATASETS: Registry = Registry("dataset")
 OPTIMIZERS: Registry = Registry("optimizer")
-LOGGERS: Registry = Registry("logger")
+# ``logger=[tensorboard,csv]``: each backend's settings under ``logger.<name>``.
+LOGGERS: Registry = Registry("logger", config_group="logger", package="logger.{name}")

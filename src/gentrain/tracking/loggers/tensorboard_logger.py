@@ -1,13 +1,13 @@
-"""Experiment loggers, chosen by ``logger=<name>``: TensorBoard, or nothing."""
+"""``logger=tensorboard``: event files in the run directory, with gentrain's dashboard."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from gentrain.core.ranks import is_main_process
 from gentrain.core.registry import LOGGERS
 from gentrain.core.terms import LoggedTerms
 from gentrain.tracking.dashboard import (
@@ -17,37 +17,17 @@ from gentrain.tracking.dashboard import (
     metric_order,
     scalar_layout,
 )
+from gentrain.tracking.loggers.base import Backend, Logger
 
 
-class Logger:
-    """What the trainer and ``train`` log through; each method does nothing here, so a
-    logger overrides only what its backend keeps."""
-
-    def log_scalars(self, values: dict[str, float], step: int) -> None: ...
-
-    def log_image(self, tag: str, grid: torch.Tensor, step: int) -> None: ...
-
-    def log_text(self, tag: str, text: str, step: int = 0) -> None: ...
-
-    def log_layout(self, networks: list[str], terms: LoggedTerms) -> None: ...
-
-    def log_hparams(
-        self,
-        hparams: dict[str, Any],
-        metrics: dict[str, float],
-        first_metric: str = "",
-        changed_knobs: list[str] | None = None,
-        learning_rates: dict[str, float] | None = None,
-    ) -> None: ...
-
-    def close(self) -> None: ...
+@dataclass
+class TensorBoardConfig:
+    """TensorBoard has nothing to set: it writes into the run directory itself, so that
+    ``tensorboard --logdir outputs`` names the run after it."""
 
 
-class NullLogger(Logger):
-    """``logger=none``: logs nothing."""
-
-
-class TensorBoardLogger(Logger):
+@LOGGERS.register("tensorboard")
+class TensorBoardLogger(Backend):
     """Writes event files into the run directory itself, so that TensorBoard names the run
     after it; only the main process writes.
 
@@ -56,14 +36,18 @@ class TensorBoardLogger(Logger):
     ``gentrain.tracking.dashboard`` for the Custom Scalars layout and the HParams columns.
     """
 
-    def __init__(self, log_dir: Path) -> None:
+    Config = TensorBoardConfig
+
+    def __init__(self, log_dir: Path, purge_step: int | None = None) -> None:
+        """``purge_step``: a resumed run's first step; TensorBoard hides the events at and
+        after it that an earlier process wrote, since this one writes them again."""
         from torch.utils.tensorboard import SummaryWriter
 
         self.log_dir = log_dir
-        self.writer = SummaryWriter(log_dir=str(log_dir))
+        self.writer = SummaryWriter(log_dir=str(log_dir), purge_step=purge_step)
         self.tags: set[str] = set()  # every scalar tag written: what the layout charts
         self.facts: dict[str, float] = {}
-        self.last_step = 0
+        self.last_step = purge_step - 1 if purge_step else 0
         self._layout: dict[str, Any] = {}
 
     def log_scalars(self, values: dict[str, float], step: int) -> None:
@@ -134,12 +118,6 @@ class TensorBoardLogger(Logger):
     def close(self) -> None:
         self.writer.close()
 
-
-@LOGGERS.register("tensorboard")
-def tensorboard(output_dir: Path) -> Logger:
-    return TensorBoardLogger(output_dir) if is_main_process() else NullLogger()
-
-
-@LOGGERS.register("none")
-def none(output_dir: Path) -> Logger:
-    return NullLogger()
+    @classmethod
+    def start(cls, settings: Any, output_dir: Path, resume_step: int | None) -> Logger:
+        return cls(output_dir, None if resume_step is None else resume_step + 1)
