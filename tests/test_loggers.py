@@ -1,11 +1,15 @@
-"""The loggers of ``logger=``: TensorBoard and CSV, one at a time and together, each read
-back; resume into the same tracked run; the config forms they accept and the errors
-before training."""
+"""The loggers of ``logger=``: TensorBoard, CSV, W&B (offline) and MLflow (a local store),
+one at a time and together, each read back; resume into the same tracked run; the
+config forms they accept and the errors before training."""
 
 from __future__ import annotations
 
 import csv
+import json
+import struct
+import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -20,11 +24,14 @@ from gentrain.core.paths import config_dir
 from gentrain.tracking.loggers import (
     CSVConfig,
     FanOutLogger,
+    MLflowConfig,
     NullLogger,
     TensorBoardConfig,
     TensorBoardLogger,
+    WandbConfig,
     build_logger,
 )
+from gentrain.tracking.loggers.mlflow_logger import tracking_uri
 
 HPARAMS = {"model/name": "vae", "model/latent_dim": 32, "optimizer/lr": 0.001, "seed": 0}
 METRICS = {"val/fid": 12.5, "val/loss": 80.0, "train/seconds": 3.0}
@@ -40,6 +47,82 @@ def log_a_run(logger, steps: range) -> None:
     logger.log_hparams(HPARAMS, METRICS, "val/fid", ["latent_dim"], {"vae": 0.001})
 
 
+@pytest.fixture
+def wandb_home(tmp_path, monkeypatch):
+    """W&B's own files (settings, caches) in the test's folder, and no console chatter."""
+    for name in ("WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR"):
+        monkeypatch.setenv(name, str(tmp_path / "wandb-home" / name.lower()))
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    for name in ("WANDB_MODE", "WANDB_RUN_ID", "WANDB_RESUME", "WANDB_PROJECT"):
+        monkeypatch.delenv(name, raising=False)
+
+
+# --- reading W&B's offline runs back --------------------------------------------------------
+def wandb_records(path: Path) -> list[Any]:
+    """The records of one ``run-<id>.wandb`` file: a 7-byte header, then 32 KiB blocks of
+    chunks (checksum, length, type: 1 whole, 2 first, 3 middle, 4 last), LevelDB's log."""
+    from wandb.proto import wandb_internal_pb2
+
+    data = path.read_bytes()
+    assert data[:4] == b":W&B"
+    block, pos, pending, records = 32768, 7, b"", []
+    while pos + 7 <= len(data):
+        if block - pos % block < 7:  # a block's tail too short for a header is padding
+            pos += block - pos % block
+            continue
+        _, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
+        pending += data[pos + 7 : pos + 7 + length]
+        pos += 7 + length
+        if kind in (1, 4):
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(pending)
+            records.append(record)
+            pending = b""
+    return records
+
+
+def wandb_run(folder: Path) -> dict[str, Any]:
+    """One offline W&B run folder as {id, history: step -> {key: value}, config, summary}."""
+
+    def put(values: dict[str, Any], item: Any) -> None:
+        """An item's value at its key; a nested key (an image's ``samples``/``path``, ...)
+        builds nested dicts, as W&B shows them."""
+        *parents, leaf = [item.key] if item.key else list(item.nested_key)
+        for parent in parents:
+            values = values.setdefault(parent, {})
+        values[leaf] = json.loads(item.value_json)
+
+    (path,) = folder.glob("run-*.wandb")
+    run: dict[str, Any] = {"history": {}, "config": {}, "summary": {}}
+    for record in wandb_records(path):
+        kind = record.WhichOneof("record_type")
+        if kind == "run":
+            run["id"] = record.run.run_id
+            run["branch_point"] = record.run.branch_point.value or None
+        elif kind == "history":
+            row: dict[str, Any] = {}
+            for item in record.history.item:
+                put(row, item)
+            run["history"].setdefault(row["_step"], {}).update(row)
+        elif kind in ("config", "summary"):
+            for item in getattr(record, kind).update:
+                put(run[kind], item)
+    return run
+
+
+def offline_runs(output_dir: Path) -> list[dict[str, Any]]:
+    return [wandb_run(f) for f in sorted((output_dir / "wandb").glob("offline-run-*"))]
+
+
+def mlflow_run(output_dir: Path) -> tuple[Any, Any]:
+    """(client, run) of the MLflow run ``output_dir`` recorded."""
+    from mlflow.tracking import MlflowClient
+
+    record = json.loads((output_dir / "mlflow_run.json").read_text())
+    client = MlflowClient(tracking_uri=record["tracking_uri"])
+    return client, client.get_run(record["run_id"])
+
+
 def csv_rows(output_dir: Path) -> list[tuple[int, str, float]]:
     with (output_dir / "csv" / "scalars.csv").open(newline="") as f:
         rows = list(csv.reader(f))
@@ -47,13 +130,26 @@ def csv_rows(output_dir: Path) -> list[tuple[int, str, float]]:
     return [(int(s), t, float(v)) for s, t, v in rows[1:]]
 
 
-# --- a whole run: several loggers at once -----------------------------------------------------
-def test_a_run_logs_to_several_loggers_at_once(make_config, tmp_path):
+@pytest.fixture(scope="module")
+def mlflow_store(tmp_path_factory) -> str:
+    """One local MLflow store for the module's tests: creating its tables takes seconds."""
+    path = tmp_path_factory.mktemp("mlflow") / "outputs" / "mlflow.db"
+    return f"sqlite:///{path}"
+
+
+# --- a whole run: every logger at once --------------------------------------------------------
+def test_a_run_logs_to_every_logger_at_once(make_config, tmp_path, wandb_home, mlflow_store):
     from gentrain.cli.train import train
 
     out = tmp_path / "run"
-    cfg = make_config("logger=[tensorboard,csv]", "eval.enabled=false", output_dir=out)
-    assert list(validate_config(cfg).logger) == ["tensorboard", "csv"]
+    cfg = make_config(
+        "logger=[tensorboard,csv,wandb,mlflow]",
+        "logger.wandb.mode=offline",
+        f"logger.mlflow.tracking_uri={mlflow_store}",
+        "eval.enabled=false",
+        output_dir=out,
+    )
+    assert list(validate_config(cfg).logger) == ["tensorboard", "csv", "wandb", "mlflow"]
     metrics = train(cfg)
 
     events = EventAccumulator(str(out)).Reload()
@@ -67,6 +163,19 @@ def test_a_run_logs_to_several_loggers_at_once(make_config, tmp_path):
     assert hparams["hparams"]["model.name"] == "vae"
     assert list((out / "csv" / "images" / "samples").glob("step_*.png"))
     assert "model:" in (out / "csv" / "text" / "config.md").read_text()
+
+    (run,) = offline_runs(out)
+    assert run["id"] == json.loads((out / "wandb_run.json").read_text())["id"]
+    assert [s for s, row in sorted(run["history"].items()) if "train/loss" in row] == [1, 2, 3, 4]
+    assert run["config"]["model.name"] == "vae"
+    assert run["summary"]["val/loss"] == pytest.approx(metrics["val/loss"])
+
+    client, tracked = mlflow_run(out)
+    losses = client.get_metric_history(tracked.info.run_id, "train/loss")
+    assert sorted(m.step for m in losses) == [1, 2, 3, 4]
+    assert tracked.data.params["model.name"] == "vae"
+    assert tracked.data.metrics["val/loss"] == pytest.approx(metrics["val/loss"])
+    assert tracked.info.status == "FINISHED" and tracked.info.run_name == "run"
 
 
 # --- each backend driven directly -------------------------------------------------------------
@@ -120,6 +229,76 @@ def test_tensorboard_resume_hides_the_steps_after_the_checkpoint(tmp_path):
     assert values == [(1, 1.0), (2, 2.0), (3, 3.0), (4, 4.0), (5, 50.0), (6, 60.0)]
 
 
+def test_wandb_offline_run_is_read_back_and_resumed_under_its_id(tmp_path, wandb_home):
+    settings = WandbConfig(project="gentrain-tests", mode="offline", tags=["t1"])
+    logger = build_logger({"wandb": settings}, tmp_path, None)
+    log_a_run(logger, range(1, 4))
+    logger.close()
+    run_id = json.loads((tmp_path / "wandb_run.json").read_text())["id"]
+
+    logger = build_logger({"wandb": settings}, tmp_path, resume_step=2)
+    logger.log_text("config", "resumed", 0)
+    logger.log_scalars({"train/loss": 7.0}, 3)
+    logger.close()
+
+    first, resumed = offline_runs(tmp_path)
+    assert first["id"] == resumed["id"] == run_id
+    assert {s: row["train/loss"] for s, row in first["history"].items() if "train/loss" in row} == {
+        1: 99.0,
+        2: 98.0,
+        3: 97.0,
+    }
+    assert first["history"][1]["samples"]["_type"] == "image-file"
+    assert first["history"][0]["text/config"]["_type"] == "html-file"
+    assert first["config"]["model.latent_dim"] == 32 and first["config"]["lr.vae"] == 0.001
+    assert first["summary"]["val/fid"] == 12.5
+    assert resumed["history"][3]["train/loss"] == 7.0
+
+
+def test_mlflow_run_is_read_back_and_resumed_under_its_id(tmp_path, mlflow_store):
+    settings = MLflowConfig(tracking_uri=mlflow_store, experiment_name="tests")
+    logger = build_logger({"mlflow": settings}, tmp_path, None)
+    log_a_run(logger, range(1, 4))
+    logger.close()
+    client, run = mlflow_run(tmp_path)
+    run_id = run.info.run_id
+    assert run.info.status == "FINISHED"
+    assert run.data.params["model.latent_dim"] == "32" and run.data.params["lr.vae"] == "0.001"
+    assert run.data.metrics["val/fid"] == 12.5
+    losses = client.get_metric_history(run_id, "train/loss")
+    assert [(m.step, m.value) for m in sorted(losses, key=lambda m: m.step)] == [
+        (1, 99.0),
+        (2, 98.0),
+        (3, 97.0),
+    ]
+    assert {a.path for a in client.list_artifacts(run_id, "text/config")} == {
+        "text/config/step_00000000.md"
+    }
+    assert client.list_artifacts(run_id, "images")
+    artifacts = Path(mlflow_store.removeprefix("sqlite:///")).parent / "mlartifacts"
+    assert artifacts.is_dir()  # beside the store, not in the current directory
+
+    logger = build_logger({"mlflow": settings}, tmp_path, resume_step=2)
+    assert client.get_run(run_id).info.status == "RUNNING"
+    logger.log_scalars({"train/loss": 7.0}, 3)
+    logger.log_hparams({**HPARAMS, "seed": 1}, METRICS, "val/fid")  # a changed param stays
+    logger.close()
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED" and run.data.params["seed"] == "0"
+    assert (3, 7.0) in {(m.step, m.value) for m in client.get_metric_history(run_id, "train/loss")}
+
+
+def test_mlflow_default_store_is_beside_the_runs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert tracking_uri(MLflowConfig()) == f"sqlite:///{tmp_path}/outputs/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://tracker:5000")
+    assert tracking_uri(MLflowConfig()) == "http://tracker:5000"
+    assert tracking_uri(MLflowConfig(tracking_uri="sqlite:///db/m.db")).endswith(
+        f"{tmp_path}/db/m.db"
+    )
+
+
 def test_several_loggers_fan_out_and_only_the_main_process_logs(tmp_path, monkeypatch):
     both = {"tensorboard": TensorBoardConfig(), "csv": CSVConfig()}
     logger = build_logger(both, tmp_path / "main", None)
@@ -142,6 +321,10 @@ def test_logger_options_compose_alone_together_or_not_at_all(compose_only):
     assert validate_config(compose_only("logger=none")).logger == {}
     several = validate_config(compose_only("logger=[csv,tensorboard]")).logger
     assert list(several) == ["csv", "tensorboard"]
+    wandb = validate_config(compose_only("logger=wandb", "experiment=gan_mnist")).logger["wandb"]
+    assert wandb.tags == ["gan", "mnist"] and wandb.mode == "online"  # the preset's tags
+    mlflow = compose_only("logger=mlflow", "logger.mlflow.experiment_name=x")
+    assert validate_config(mlflow).logger["mlflow"].experiment_name == "x"
 
 
 @pytest.mark.parametrize(("old", "expected"), [("tensorboard", ["tensorboard"]), ("none", [])])
@@ -169,10 +352,12 @@ def test_an_old_checkpoint_still_loads(make_config, tmp_path, data_dir):
 @pytest.mark.parametrize(
     ("argv", "expected"),
     [
-        (["logger=[tensorboard,csvv]"], "unknown logger 'csvv' — did you mean 'csv'?"),
-        (["logger=comet"], "available: csv, none, tensorboard"),
+        (["logger=[tensorboard,wandbb]"], "unknown logger 'wandbb' — did you mean 'wandb'?"),
+        (["logger=comet"], "available: csv, mlflow, none, tensorboard, wandb"),
         (["logger=csv", "+logger.comet={}"], "unknown logger 'comet'"),
-        (["logger.csv.x=1"], "add logger=csv (or several: logger=[tensorboard,csv])"),
+        (["logger.wandb.project=x"], "add logger=wandb (or several: logger=[tensorboard,wandb])"),
+        (["logger=wandb", "logger.wandb.mode=online2"], "mode must be one of online, offline"),
+        (["logger=mlflow", "logger.mlflow.trackinguri=x"], "did you mean 'tracking_uri'?"),
     ],
 )
 def test_bad_logger_overrides_stop_before_hydra(tmp_path, monkeypatch, argv, expected):
@@ -186,5 +371,24 @@ def test_bad_logger_overrides_stop_before_hydra(tmp_path, monkeypatch, argv, exp
 def test_unknown_logger_in_a_config_lists_the_valid_ones(compose_only):
     cfg = OmegaConf.to_container(compose_only(), resolve=True)
     cfg["logger"] = {"tensorboard": {}, "neptune": {}}
-    with pytest.raises(ConfigError, match="unknown logger 'neptune'.*csv, tensorboard"):
+    with pytest.raises(ConfigError, match="unknown logger 'neptune'.*csv, mlflow, tensorboard"):
         validate_config(OmegaConf.create(cfg))
+
+
+@pytest.mark.parametrize(
+    ("name", "module", "fix"),
+    [
+        ("wandb", "wandb", "pip install wandb (in a clone of gentrain: pip install -e '.[wandb]')"),
+        ("mlflow", "mlflow", "pip install mlflow-skinny sqlalchemy alembic"),
+    ],
+)
+def test_a_missing_package_is_named_with_its_pip_command(tmp_path, monkeypatch, name, module, fix):
+    monkeypatch.setitem(sys.modules, module, None)  # `import <module>` fails as if absent
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match=f"logger={name} needs the {module} package") as info:
+        check_argv([f"logger=[tensorboard,{name}]"], config_dir())
+    assert fix in str(info.value)
+    settings = {"wandb": WandbConfig(mode="offline"), "mlflow": MLflowConfig()}[name]
+    with pytest.raises(ConfigError, match=fix.split(" (")[0]):
+        build_logger({"csv": CSVConfig(), name: settings}, tmp_path, None)
+    assert not list(tmp_path.iterdir())  # nothing started, nothing written
