@@ -408,7 +408,7 @@ def test_a_slurm_task_gets_torch_distributed_env_from_slurms(monkeypatch):
 
 
 def test_a_requeued_slurm_job_resumes_from_its_own_checkpoint(tmp_path, monkeypatch):
-    from gentrain.training.data_parallel import requeued_checkpoint
+    from gentrain.training.resume import requeued_checkpoint
 
     own = tmp_path / "checkpoints" / "last.ckpt"
     own.parent.mkdir()

@@ -85,28 +85,29 @@ def test_two_epochs_equal_one_epoch_plus_resume(make_config, tmp_path, model):
     straight, first = tmp_path / "straight", tmp_path / "first"
     train(make_config(*common, "trainer.max_epochs=2", output_dir=straight))
     train(make_config(*common, "trainer.max_epochs=1", output_dir=first))
+    after_one = _weights(first / "checkpoints" / "last.ckpt")
     resumed = train(
         make_config(
             *common,
             "trainer.max_epochs=2",
             f"trainer.resume={first / 'checkpoints' / 'last.ckpt'}",
-            output_dir=tmp_path / "resumed",
+            output_dir=tmp_path / "new",
         )
     )
     assert resumed["step"] == 8 and resumed["epoch"] == 2
-    # The learning curve: one record per epoch, the resumed run's carried over from its source.
-    history = [json.loads(line) for line in (tmp_path / "resumed" / "history.jsonl").open()]
+    # It continued in place: the run's own directory, none for the new process.
+    assert not (tmp_path / "new").exists()
+    history = [json.loads(line) for line in (first / "history.jsonl").open()]
     assert [(r["step"], r["epoch"]) for r in history] == [(4, 1), (8, 2)]
     assert 0 < history[0]["train_seconds"] < history[1]["train_seconds"]
     assert all("val/fid" in r for r in history)
     _assert_same(
         _weights(straight / "checkpoints" / "last.ckpt"),
-        _weights(tmp_path / "resumed" / "checkpoints" / "last.ckpt"),
+        _weights(first / "checkpoints" / "last.ckpt"),
     )
     # The resumed run really continued: its weights differ from where it started.
-    key = next(k for k in _weights(first / "checkpoints" / "last.ckpt") if k.endswith("weight"))
-    after_one = _weights(first / "checkpoints" / "last.ckpt")[key]
-    assert not torch.equal(after_one, _weights(straight / "checkpoints" / "last.ckpt")[key])
+    key = next(k for k in after_one if k.endswith("weight"))
+    assert not torch.equal(after_one[key], _weights(straight / "checkpoints" / "last.ckpt")[key])
 
 
 def test_resume_from_the_middle_of_an_epoch(make_config, tmp_path):

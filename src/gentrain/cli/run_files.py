@@ -21,6 +21,8 @@ from omegaconf import DictConfig, OmegaConf
 from gentrain.core.checkpoint import atomic_write_bytes
 from gentrain.core.ranks import is_main_process
 
+log = logging.getLogger("gentrain")
+
 DEFERRED = [
     "hydra.output_subdir=null",
     "hydra.job_logging.root.handlers=[console]",
@@ -56,13 +58,16 @@ class RunFiles:
         if not self.active:
             return
         folder = output_dir / ".hydra"
-        folder.mkdir(parents=True, exist_ok=True)
-        hydra = OmegaConf.create({"hydra": self.hydra})
-        atomic_write_bytes(folder / "config.yaml", OmegaConf.to_yaml(cfg).encode())
-        atomic_write_bytes(folder / "hydra.yaml", OmegaConf.to_yaml(hydra).encode())
-        overrides = OmegaConf.to_yaml(list(self.hydra.overrides.task))
-        atomic_write_bytes(folder / "overrides.yaml", overrides.encode())
-        log_file = logging.FileHandler(output_dir / "train.log")
+        if (folder / "config.yaml").is_file():  # a resumed run keeps its own; the log grows
+            log.info("continued with: %s", " ".join(self.hydra.overrides.task))
+        else:
+            folder.mkdir(parents=True, exist_ok=True)
+            hydra = OmegaConf.create({"hydra": self.hydra})
+            atomic_write_bytes(folder / "config.yaml", OmegaConf.to_yaml(cfg).encode())
+            atomic_write_bytes(folder / "hydra.yaml", OmegaConf.to_yaml(hydra).encode())
+            overrides = OmegaConf.to_yaml(list(self.hydra.overrides.task))
+            atomic_write_bytes(folder / "overrides.yaml", overrides.encode())
+        log_file = logging.FileHandler(output_dir / "train.log")  # appends
         simple = self.hydra.job_logging.formatters.simple.format
         log_file.setFormatter(logging.Formatter(simple))
         self.buffer.setTarget(log_file)

@@ -7,6 +7,7 @@ Hydra sweepers can call it directly.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
@@ -23,20 +24,31 @@ from gentrain.core.checkpoint import atomic_write_bytes
 from gentrain.core.child_process import stop_with_parent
 from gentrain.core.config import RunConfig, validate_config
 from gentrain.core.errors import ConfigError, GentrainError
-from gentrain.core.paths import checkpoint_path, config_dir, find_resume_checkpoint, last_checkpoint
+from gentrain.core.paths import config_dir
 from gentrain.core.registry import MODELS
 from gentrain.core.runtime import resolve_device, seed_everything
 from gentrain.data import build_dataset, check_batch_fits
 from gentrain.evaluation import Evaluator
-from gentrain.experiments.sweep import remember_fixed_keys
+from gentrain.experiments.sweep import (
+    finished_job,
+    remember_command,
+    remember_fixed_keys,
+    unfinished_sweep,
+)
 from gentrain.models import build_model
-from gentrain.tracking.console import console, print_config_tree, print_error, print_metrics_table
+from gentrain.tracking.console import (
+    console,
+    print_config_tree,
+    print_error,
+    print_line,
+    print_metrics_table,
+)
 from gentrain.tracking.loggers import build_logger
-from gentrain.training.data_parallel import World, requeued_checkpoint
+from gentrain.training.data_parallel import World
 from gentrain.training.data_parallel import setup as setup_data_parallel
 from gentrain.training.memory import check_model_fits
-from gentrain.training.restore import check_resume_source
-from gentrain.training.run_lock import holds_run_lock
+from gentrain.training.resume import StartingPoint, starting_point
+from gentrain.training.run_lock import RunLock
 from gentrain.training.trainer import Stopwatch, Trainer
 from gentrain.training.warm_start import warm_start
 
@@ -49,6 +61,10 @@ class TrainingInterrupted(GentrainError):
     def __init__(self, message: str, exit_code: int) -> None:
         super().__init__(message)
         self.exit_code = exit_code
+
+
+# How a run started or where it writes, not what it is: never an HParams column.
+NOT_HPARAMS = {"trainer/resume", "paths/output_dir", "paths/data_dir", "paths/cache_dir"}
 
 
 def flat_hparams(cfg: DictConfig) -> dict[str, Any]:
@@ -65,7 +81,7 @@ def flat_hparams(cfg: DictConfig) -> dict[str, Any]:
             out[prefix] = str(value)
 
     walk("", {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k != "hydra"})
-    return out
+    return {k: v for k, v in out.items() if k not in NOT_HPARAMS}
 
 
 def changed_knobs(model_cfg: Any) -> list[str]:
@@ -74,7 +90,6 @@ def changed_knobs(model_cfg: Any) -> list[str]:
     return [k for k, v in asdict(model_cfg).items() if k != "name" and defaults.get(k) != v]
 
 
-@holds_run_lock  # one writer per run directory
 def train(cfg: DictConfig, run_files: RunFiles | None = None) -> dict[str, float]:
     """Validate ``cfg``, train, write ``metrics.json``; return the final metrics.
     ``run_files``: a single CLI run's ``.hydra/`` and ``train.log``, written once its
@@ -86,25 +101,42 @@ def train(cfg: DictConfig, run_files: RunFiles | None = None) -> dict[str, float
     # One process, or this rank's process (its own GPU) under torchrun/SLURM.
     world = setup_data_parallel(resolve_device(config.device), config.trainer.sync_batchnorm)
     try:
-        return _train(cfg, config, world, output_dir, wall_clock, run_files)
+        if world.distributed:  # rank 0's run directory (each rank's Hydra timed its own)
+            own, output_dir = output_dir, Path(world.broadcast(str(output_dir)))
+            remove_if_empty(own, keep=output_dir)
+        model_class = MODELS.get(config.model.name).__name__
+        start = starting_point(config, output_dir, model_class, in_sweep=_in_multirun())
+        if start.run_dir != output_dir:  # a resumed run continues in its own directory
+            log.info("resuming %s in place, from step %d", start.run_dir, start.resume_step)
+            remove_if_empty(output_dir, keep=start.run_dir)
+            cfg.paths.output_dir = str(start.run_dir)
+        # One writer per run directory: rank 0 alone writes it.
+        with RunLock(start.run_dir) if world.is_main else contextlib.nullcontext():
+            return _train(cfg, config, world, start, wall_clock, run_files)
     finally:
         world.close()
+
+
+def remove_if_empty(directory: Path, keep: Path) -> None:
+    """The directory Hydra made for a process whose run writes elsewhere, if it is empty."""
+    if (
+        directory.resolve() != keep.resolve()
+        and directory.is_dir()
+        and not any(directory.iterdir())
+    ):
+        directory.rmdir()
 
 
 def _train(
     cfg: DictConfig,
     config: RunConfig,
     world: World,
-    output_dir: Path,
+    start: StartingPoint,
     wall_clock: Stopwatch,
     run_files: RunFiles | None = None,
 ) -> dict[str, float]:
     device = world.device
-    if world.distributed:  # rank 0's run directory (each rank's Hydra timed its own)
-        own, output_dir = output_dir, Path(world.broadcast(str(output_dir)))
-        if own != output_dir and own.is_dir() and not any(own.iterdir()):
-            own.rmdir()
-    resume_from, init_from = starting_point(config, output_dir)
+    output_dir = start.run_dir
     seed_everything(config.seed, config.trainer.deterministic)
     print_config_tree(cfg)
 
@@ -117,13 +149,12 @@ def _train(
         config.eval, data, device, Path(config.paths.cache_dir), world
     )
     model = build_model(config.model, data.image_shape, data.num_classes, data.name)
-    warm_start_summary = warm_start(model, init_from) if init_from is not None else None
+    warm_start_summary = warm_start(model, start.init_from) if start.init_from is not None else None
     output_dir.mkdir(parents=True, exist_ok=True)
     if run_files is not None and world.is_main:  # every check passed: the run starts here
         run_files.write(cfg, output_dir)
     config_yaml = OmegaConf.to_yaml(cfg, resolve=True)
-    resume_step = None
-    logger = build_logger(config.logger, output_dir, resume_step)
+    logger = build_logger(config.logger, output_dir, start.resume_step)
     logger.log_text("config", "```yaml\n" + config_yaml + "```")
     if warm_start_summary:
         logger.log_text("init_from", warm_start_summary)
@@ -140,7 +171,7 @@ def _train(
         world=world,
     )
     try:
-        metrics = trainer.fit(model, data, config.optimizer, resume_from=resume_from)
+        metrics = trainer.fit(model, data, config.optimizer, resume_from=start.resume_from)
         metrics = world.broadcast(metrics)  # rank 0's clocks and counts on every rank
         # Everything the run spent: data, training, evaluation, earlier processes if resumed.
         metrics["time/wall_seconds"] = wall_clock.seconds
@@ -150,31 +181,6 @@ def _train(
     finally:
         logger.close()
     return report_run(config, trainer, metrics, output_dir)
-
-
-def starting_point(config: RunConfig, output_dir: Path) -> tuple[Path | None, str | None]:
-    """(checkpoint to resume, run to warm-start from), checked before any data loads: a
-    new run never overwrites another's checkpoint, and resume and init_from exclude."""
-    resume_from = find_resume_checkpoint(config.trainer.resume, output_dir)
-    resume_from = resume_from or requeued_checkpoint(output_dir)  # SLURM requeue
-    own_checkpoint = last_checkpoint(output_dir)
-    if resume_from is None and own_checkpoint.is_file():
-        raise ConfigError(
-            f"{output_dir} already holds a run ({own_checkpoint}); a new run there would "
-            "overwrite it. Continue it with trainer.resume=auto, or train into another "
-            "directory (leave hydra.run.dir at its default, or pick a new one)"
-        )
-    init_from = config.extras.get("init_from")
-    if init_from is not None:
-        if resume_from is not None:
-            raise ConfigError(
-                "init_from and trainer.resume are both set: resume continues a run with its "
-                "full state, init_from starts a new run from another model's weights; pick one"
-            )
-        checkpoint_path(init_from)  # fail now, not after loading the data
-    if resume_from is not None:  # a foreign or damaged file: refused before anything is written
-        check_resume_source(resume_from, MODELS.get(config.model.name).__name__)
-    return resume_from, init_from
 
 
 def report_run(
@@ -216,6 +222,12 @@ def hydra_task(cfg: DictConfig) -> float | None:
     ``status.json`` and the sweep goes on; the summary lists it as failed.
     """
     run_files = RunFiles()
+    optimized = str(cfg.get("optimized_metric", "val/fid"))
+    if _in_multirun():  # a relaunched sweep: a job that finished before is kept
+        kept = finished_job(Path(cfg.paths.output_dir))
+        if kept is not None:
+            print_line(f"{cfg.paths.output_dir}: finished in an earlier launch, kept")
+            return kept.get(optimized)
     try:
         metrics = train(cfg, run_files)
     except TrainingInterrupted as exc:
@@ -237,7 +249,7 @@ def hydra_task(cfg: DictConfig) -> float | None:
         output_dir = Path(cfg.paths.output_dir)
         atomic_write_bytes(output_dir / "status.json", (json.dumps(status) + "\n").encode())
         return float("nan")
-    return metrics.get(str(cfg.get("optimized_metric", "val/fid")))
+    return metrics.get(optimized)
 
 
 def main() -> None:
@@ -250,6 +262,14 @@ def main() -> None:
         print_error(exc)
         sys.exit(2)
     remember_fixed_keys(sys.argv[1:])  # for sweep job names: what varies between jobs
+    remember_command(sys.argv[1:])
+    sweep_dir = unfinished_sweep(sys.argv[1:])
+    if sweep_dir is not None:
+        print_line(
+            f"continuing the unfinished sweep {sweep_dir}: finished jobs are kept, the others "
+            "resume (for a new sweep instead: hydra.sweep.dir=<a new directory>)"
+        )
+        sys.argv.append(f"hydra.sweep.dir={sweep_dir}")
     # Under torchrun rank 0 alone writes; a single run writes .hydra/ and train.log itself.
     sys.argv.extend(deferred_overrides(sys.argv[1:]))
     hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")(hydra_task)()

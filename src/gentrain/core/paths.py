@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from gentrain.core.errors import ConfigError, GentrainError
+from gentrain.core.errors import GentrainError
 
 log = logging.getLogger("gentrain")
 
@@ -40,35 +40,3 @@ def checkpoint_path(path: str | Path) -> Path:
     if not path.is_file():
         raise GentrainError(f"no checkpoint at {path}; pass a run directory or a .ckpt file")
     return path
-
-
-def find_resume_checkpoint(resume: str | None, output_dir: Path) -> Path | None:
-    """``trainer.resume``: null, ``auto`` or a path, turned into a checkpoint path.
-
-    ``auto`` takes this run directory's ``checkpoints/last.ckpt`` if it has one, else the
-    newest ``last.ckpt`` of the sibling runs (``outputs/runs/<date>/<run>``); with none,
-    training starts fresh.
-    """
-    if resume is None:
-        return None
-    if resume != "auto":
-        path = Path(resume).expanduser()
-        if path.is_dir():
-            path = last_checkpoint(path)
-        if not path.is_file():
-            raise ConfigError(
-                f"trainer.resume={resume}: no checkpoint at {path.resolve()}; pass a run "
-                "directory, a .ckpt file, or trainer.resume=auto"
-            )
-        return path
-    own = last_checkpoint(output_dir)
-    if own.is_file():
-        return own
-    runs_root = output_dir.resolve().parents[1]
-    found = sorted(
-        runs_root.glob(f"*/*/{CHECKPOINTS_DIR}/{LAST_CHECKPOINT}"), key=lambda p: p.stat().st_mtime
-    )
-    if found:
-        return found[-1]
-    log.info("trainer.resume=auto: no checkpoint under %s, starting fresh", runs_root)
-    return None

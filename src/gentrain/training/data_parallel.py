@@ -42,7 +42,6 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -51,7 +50,6 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from gentrain.core.errors import ConfigError, GentrainError
-from gentrain.core.paths import last_checkpoint
 
 log = logging.getLogger("gentrain")
 
@@ -85,16 +83,6 @@ def export_slurm_env() -> None:
     from submitit.helpers import TorchDistributedEnvironment  # present: submitit runs us
 
     TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
-
-
-def requeued_checkpoint(output_dir: Path) -> Path | None:
-    """The run directory's own ``last.ckpt`` when SLURM restarted this job (a requeue after
-    preemption or a timeout): the job continues instead of starting over."""
-    own = last_checkpoint(output_dir)
-    if int(os.environ.get("SLURM_RESTART_COUNT", "0")) > 0 and own.is_file():
-        log.info("SLURM requeued this job: resuming from %s", own)
-        return own
-    return None
 
 
 def timeout() -> datetime.timedelta:

@@ -34,17 +34,6 @@ class TrainedRun:
     step: int
 
 
-def check_resume_source(path: Path, model_class: str) -> None:
-    """Before a resumed run writes anything: the checkpoint is a readable gentrain
-    checkpoint (see ``load_checkpoint``) of this run's model."""
-    held = load_checkpoint(path).get("model_class")
-    if held != model_class:
-        raise GentrainError(
-            f"{path} holds a {held} but this run builds a {model_class}; resume with the same "
-            "model config (see .hydra/config.yaml in its run directory)"
-        )
-
-
 def load_trained_run(
     path: str | Path, device: str | torch.device = "auto", data_dir: str | None = None
 ) -> TrainedRun:

@@ -12,20 +12,15 @@ process on another host, holds it.
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import os
 import socket
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
-
-from omegaconf import OmegaConf
+from typing import Any
 
 from gentrain.core.errors import ConfigError
-from gentrain.core.ranks import is_main_process
 
 try:
     import fcntl
@@ -34,7 +29,6 @@ except ImportError:  # Windows
 
 log = logging.getLogger("gentrain")
 LOCK_NAME = ".gentrain.lock"
-F = TypeVar("F", bound=Callable[..., Any])
 
 
 class RunDirectoryInUse(ConfigError):
@@ -149,21 +143,3 @@ class RunLock:
         self.path.unlink(missing_ok=True)  # while still held: see acquire's inode check
         os.close(self._fd)  # drops the flock
         self._fd = None
-
-
-def holds_run_lock(train: F) -> F:
-    """``train(cfg)`` holding the lock on ``cfg.paths.output_dir`` (rank 0 alone writes the
-    run directory, so only it locks)."""
-
-    @functools.wraps(train)
-    def wrapper(cfg: Any, *args: Any, **kwargs: Any) -> Any:
-        try:
-            run_dir = OmegaConf.select(cfg, "paths.output_dir", throw_on_missing=True)
-        except Exception:  # a broken config: train's validation says what is wrong
-            run_dir = None
-        if run_dir is None or not is_main_process():
-            return train(cfg, *args, **kwargs)
-        with RunLock(Path(str(run_dir))):
-            return train(cfg, *args, **kwargs)
-
-    return wrapper  # type: ignore[return-value]

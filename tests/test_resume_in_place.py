@@ -1,0 +1,94 @@
+"""One run stays one run: a run stopped by Ctrl-C, then killed with kill -9, and resumed
+each time as the user would, ends as one directory whose TensorBoard curves read like an
+uninterrupted run's."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from gentrain.cli.train import train
+
+# The training steps of these runs: 16 steps (512 images in batches of 32), a checkpoint
+# every 4, a log line at every step, evaluation at the end.
+COMMON = ["model=vae", "trainer.max_steps=16", "trainer.checkpoint_every_n_steps=4"]
+
+# Runs `gentrain` with the argv given, after wrapping the trainer's log-window close so that
+# at GENTRAIN_TEST_STOP="<signal>@<step>" the process sends itself that signal: SIGINT is
+# the user's Ctrl-C (a clean stop), SIGKILL a kill -9 between two logging steps, after the
+# event file has what a real writer would have flushed by then.
+CHILD = """
+import os, signal, sys
+from gentrain.training.trainer import Trainer
+name, at = os.environ["GENTRAIN_TEST_STOP"].split("@")
+original = Trainer._close_log_window
+def close(self, *args):
+    original(self, *args)
+    if self.step == int(at):
+        if name == "SIGKILL":
+            self.logger.writer.flush()
+        os.kill(os.getpid(), getattr(signal, name))
+Trainer._close_log_window = close
+from gentrain.cli.train import main
+sys.argv = ["gentrain", *sys.argv[1:]]
+main()
+"""
+
+
+def _scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
+    events.Reload()
+    return {t: [(e.step, e.value) for e in events.Scalars(t)] for t in events.Tags()["scalars"]}
+
+
+def _gentrain(tmp_path, data_dir, cache_dir, stop, *overrides):
+    env = {**os.environ, "GENTRAIN_TEST_STOP": stop, "GENTRAIN_CACHE_DIR": str(cache_dir)}
+    args = ["debug=fast", "device=cpu", "dataset.download=false", f"paths.data_dir={data_dir}"]
+    return subprocess.run(
+        [sys.executable, "-c", CHILD, *args, *COMMON, *overrides],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,  # runs go to outputs/runs/<date>/<name>-<time>, as typed
+        env=env,
+        timeout=300,
+    )
+
+
+def test_a_stopped_then_killed_run_resumes_into_one_run(make_config, data_dir, cache_dir, tmp_path):
+    straight_dir = tmp_path / "straight"
+    train(make_config(*COMMON, output_dir=straight_dir))
+
+    stopped = _gentrain(tmp_path, data_dir, cache_dir, "SIGINT@6")
+    assert stopped.returncode == 130, stopped.stderr
+    printed = re.search(r"trainer\.resume=(\S+)", stopped.stdout + stopped.stderr)
+    assert printed, stopped.stdout
+    (run_dir,) = (tmp_path / "outputs" / "runs").glob("*/*")
+    # The printed command, which continues in place; killed with -9 after step 10's log.
+    killed = _gentrain(tmp_path, data_dir, cache_dir, "SIGKILL@10", printed.group(0))
+    assert killed.returncode == -9, killed.stderr
+    # A kill -9 prints nothing: resume=auto finds the newest run and continues it.
+    finished = _gentrain(tmp_path, data_dir, cache_dir, "SIGINT@99", "trainer.resume=auto")
+    assert finished.returncode == 0, finished.stderr
+
+    assert list((tmp_path / "outputs" / "runs").glob("*/*")) == [run_dir]  # one run
+    assert json.loads((run_dir / "metrics.json").read_text())["step"] == 16
+    got, expected = _scalars(run_dir), _scalars(straight_dir)
+    assert got.keys() == expected.keys()
+    for tag, points in got.items():
+        steps = [step for step, _ in points]
+        assert steps == sorted(set(steps)), f"{tag}: {steps}"  # increasing, none twice
+        # Every step of the uninterrupted run, and the validation Ctrl-C ran at step 6.
+        reference = dict(expected[tag])
+        assert set(steps) - set(reference) <= {6}, f"{tag}: {steps}"
+        assert set(reference) <= set(steps), f"{tag}: {steps}"
+        if not re.search(r"seconds|per_sec|time/", tag):  # clocks differ between processes
+            values = dict(points)
+            assert {s: values[s] for s in reference} == reference, tag
+    # The killed process had logged steps 9 and 10 past its checkpoint at 8: redone once.
+    assert [s for s, _ in got["train/loss"]] == list(range(1, 17))
