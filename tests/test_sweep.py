@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -58,7 +59,21 @@ def test_multirun_summarises_jobs_and_survives_a_failing_one(data_dir, cache_dir
 
     for name in (names[0], names[2]):  # HParams: one row per job in TensorBoard
         events = EventAccumulator(str(sweep_dir / name)).Reload()
-        assert "_hparams_/session_start_info" in events.PluginTagToContent("hparams")
+        tags = events.PluginTagToContent("hparams")
+        assert "_hparams_/session_start_info" in tags
+        assert "_hparams_/experiment" not in tags  # the sweep's table is the one
+    # One column list for the sweep, at its root: both models' knobs are columns.
+    from tensorboard.plugins.hparams import metadata
+
+    root = EventAccumulator(str(sweep_dir)).Reload()
+    content = root.PluginTagToContent("hparams")["_hparams_/experiment"]
+    columns = {i.name: i for i in metadata.parse_experiment_plugin_data(content).hparam_infos}
+    assert {"model.n_critic", "model.pixel_weight", "model", "seed"} <= set(columns)
+    assert columns["model"].differs and columns["model.pixel_weight"].differs  # not in all
+    assert not columns["seed"].differs
+    batch = columns["trainer.batch_size"]  # an integer: listed values, shown as 32
+    assert [v.number_value for v in batch.domain_discrete.values] == [32.0]
+    assert columns["optimizer.lr"].HasField("domain_interval")
 
 
 def test_seeds_are_aggregated_for_otherwise_identical_overrides():
@@ -151,21 +166,68 @@ def _sweep(data_dir, cache_dir, tmp_path, *overrides):
         return sweep_dir, list(csv.DictReader(f))
 
 
-def test_optuna_search_runs_its_trials(data_dir, cache_dir, tmp_path):
+def test_optuna_search_runs_its_trials_and_a_relaunch_continues_its_study(
+    data_dir, cache_dir, tmp_path
+):
+    search = ["hparams_search=vae_optuna", "hydra.sweeper.sampler.n_startup_trials=2"]
+    sweep_dir, rows = _sweep(data_dir, cache_dir, tmp_path, *search, "hydra.sweeper.n_trials=2")
+    assert len(rows) == 2 and all(r["status"] == "completed" for r in rows)
+    # The default storage lives in the sweep directory. Relaunched against it with
+    # n_trials=3 (here into another directory), the study runs one more trial, not three.
+    storage = f"sqlite:///{sweep_dir / 'optuna.db'}"
+    (tmp_path / "again").mkdir()
     sweep_dir, rows = _sweep(
         data_dir,
         cache_dir,
-        tmp_path,
-        "hparams_search=vae_optuna",
+        tmp_path / "again",
+        *search,
+        f"hydra.sweeper.storage={storage}",
         "hydra.sweeper.n_trials=3",
-        "hydra.sweeper.sampler.n_startup_trials=2",
     )
-    assert len(rows) == 3 and all(r["status"] == "completed" for r in rows)
+    assert len(rows) == 1 and rows[0]["status"] == "completed"
     best = (sweep_dir / "optimization_results.yaml").read_text()
     assert "best_value" in best and "optimizer.lr" in best
-    assert min(float(r["val/loss"]) for r in rows) == pytest.approx(
-        float(best.split("best_value:")[1].split()[0]), rel=1e-6
-    )
+    import optuna
+
+    study = optuna.load_study(study_name="vae_search", storage=storage)
+    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 3
+    assert study.best_value == pytest.approx(float(best.split("best_value:")[1].split()[0]))
+
+
+def test_a_killed_sweep_relaunched_finishes_its_jobs_without_retraining(
+    data_dir, cache_dir, tmp_path
+):
+    command = [
+        *[sys.executable, "-m", "gentrain", "-m", "debug=fast", "device=cpu"],
+        *["dataset.download=false", f"paths.data_dir={data_dir}", "seed=0,1,2,3"],
+    ]
+    env = {**os.environ, "GENTRAIN_CACHE_DIR": str(cache_dir)}
+    root = tmp_path / "outputs" / "multirun"
+    first = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while len(list(root.glob("*/*/*/status.json"))) < 2:
+        assert first.poll() is None and time.monotonic() < deadline, "the sweep ended early"
+        time.sleep(0.05)
+    first.kill()  # kill -9 while the third job starts or trains
+    first.wait()
+    (sweep_dir,) = root.glob("*/*")
+    kept = {
+        status.parent.name: (status.parent / "checkpoints" / "last.ckpt").stat().st_mtime_ns
+        for status in sweep_dir.glob("*/status.json")
+    }
+    assert len(kept) == 2 and not (sweep_dir / "summary.csv").exists()
+
+    again = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert f"continuing the unfinished sweep {sweep_dir.relative_to(tmp_path)}" in again.stdout
+    assert list(root.glob("*/*")) == [sweep_dir]  # the same sweep, no second one
+    with open(sweep_dir / "summary.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert sorted(r["job"] for r in rows) == [f"{i}_seed={i}" for i in range(4)]
+    assert all(r["status"] == "completed" and float(r["val/fid"]) > 0 for r in rows)
+    for job, mtime in kept.items():  # the finished jobs were not trained again
+        assert (sweep_dir / job / "checkpoints" / "last.ckpt").stat().st_mtime_ns == mtime
+    assert json.loads((sweep_dir / "sweep.json").read_text())["launches"] == 2
 
 
 def test_parallel_local_launcher_runs_jobs(data_dir, cache_dir, tmp_path):

@@ -41,6 +41,7 @@ from gentrain.experiments.comparison.runner import execute
 from gentrain.experiments.comparison.state import STATE_FILE, CompareState
 from gentrain.experiments.report import build_report
 from gentrain.tracking.console import console, print_error, print_line
+from gentrain.tracking.hparams_table import write_group_hparams
 
 
 def int_list(text: str) -> list[int]:
@@ -125,6 +126,8 @@ def main(argv: list[str] | None = None) -> None:
                 console.print(display([*run.overrides, *extra]), highlight=False, soft_wrap=True)
             return
         problems = run_comparison(args, out, comparison)
+        first_metric = comparison.first.optimized_metric
+        write_group_hparams(out, [run.run_dir for run in comparison.runs], first_metric)
         paths = build_report(out)
     except GentrainError as exc:
         print_error(exc)

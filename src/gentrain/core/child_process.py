@@ -27,8 +27,9 @@ class ChildProcess:
 
     HANDLED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
-    def __init__(self, command: list[str]) -> None:
+    def __init__(self, command: list[str], env: dict[str, str] | None = None) -> None:
         self.command = command
+        self.env = env or {}  # added to this process's environment
         self.stopped_by: str | None = None  # the first signal we forwarded
         self._child: subprocess.Popen | None = None
         self._pending: list[int] = []
@@ -45,7 +46,7 @@ class ChildProcess:
         previous = {s: signal.signal(s, self._forward) for s in self.HANDLED}
         try:
             # The child stops (saving) if we die: see gentrain.core.runtime.stop_with_parent.
-            env = {**os.environ, PARENT_PID_ENV: str(os.getpid())}
+            env = {**os.environ, **self.env, PARENT_PID_ENV: str(os.getpid())}
             self._child = subprocess.Popen(self.command, start_new_session=True, env=env)
             for sent in self._pending:
                 self._child.send_signal(sent)

@@ -1,9 +1,16 @@
-"""The end of a sweep: one row per job in ``summary.csv`` / ``summary.json`` and a table.
+"""A sweep's life: its record, jobs that restart where they stopped, and its summary.
 
-A Hydra callback (configured in ``configs/hydra/default.yaml``). ``on_job_end`` writes each
-job's ``status.json`` into its own directory (it runs wherever the job ran, so it works
-with any launcher); ``on_multirun_end`` reads the job directories back, so the summary is
-built from what is on disk, and failed jobs appear with their error.
+A Hydra callback (configured in ``configs/hydra/default.yaml``). ``on_multirun_start``
+records the command in ``sweep.json``; ``on_job_end`` writes each job's ``status.json``
+into its own directory (it runs wherever the job ran, so it works with any launcher);
+``on_multirun_end`` reads the job directories back, so the summary (one row per job in
+``summary.csv`` / ``summary.json`` and a table) is built from what is on disk, and failed
+jobs appear with their error.
+
+Relaunching the command of a sweep that did not finish (a crash, Ctrl-C, a killed
+allocation) continues that sweep in its directory (``unfinished_sweep``): a job that
+finished is kept, one with a checkpoint resumes from it, an Optuna study with a storage
+runs only the trials it still owes.
 """
 
 from __future__ import annotations
@@ -19,13 +26,18 @@ from typing import Any
 
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf, open_dict
 from rich.table import Table
 
 from gentrain.core.checkpoint import atomic_write_bytes
 from gentrain.tracking.console import console, print_line
+from gentrain.tracking.hparams_table import write_group_hparams
 
 STATUS_FILE = "status.json"
+SWEEP_FILE = "sweep.json"  # the sweep's command, launches, and whether it finished
+SWEEPS_ROOT = Path("outputs/multirun")  # where configs/hydra/default.yaml puts sweeps
+COMMAND_ENV = "GENTRAIN_SWEEP_COMMAND"
 # The sweep's fixed (non-swept) command-line keys, for job names; an environment variable
 # so that launchers running jobs in other processes (joblib, SLURM) see it too.
 FIXED_KEYS_ENV = "GENTRAIN_SWEEP_FIXED_KEYS"
@@ -57,6 +69,59 @@ def remember_fixed_keys(argv: list[str]) -> None:
         if not override.is_sweep_override():
             fixed.append(_key(arg))
     os.environ[FIXED_KEYS_ENV] = json.dumps(fixed)
+
+
+def sweep_command(argv: list[str]) -> list[str]:
+    """The arguments that identify a sweep: all but where it writes."""
+    return [a for a in argv if not a.startswith("hydra.sweep.dir=")]
+
+
+def remember_command(argv: list[str]) -> None:
+    """For ``sweep.json``: the command this sweep was launched with."""
+    os.environ[COMMAND_ENV] = json.dumps(sweep_command(argv))
+
+
+def unfinished_sweep(argv: list[str], root: Path = SWEEPS_ROOT) -> Path | None:
+    """The newest sweep under ``root`` launched with this command that has not finished,
+    or None (also when the command names its own ``hydra.sweep.dir``)."""
+    if any(a.startswith("hydra.sweep.dir=") for a in argv) or not root.is_dir():
+        return None
+    command = sweep_command(argv)
+    found = []
+    for record_file in root.glob(f"*/*/{SWEEP_FILE}"):
+        try:
+            record = json.loads(record_file.read_text())
+        except (OSError, ValueError):
+            continue
+        if record.get("command") == command and not record.get("finished_at"):
+            found.append((record_file.stat().st_mtime, record_file.parent))
+    return max(found)[1] if found else None
+
+
+def finished_job(job_dir: Path) -> dict[str, Any] | None:
+    """The metrics of a sweep job that already completed in ``job_dir``, else None."""
+    status_file, metrics_file = job_dir / STATUS_FILE, job_dir / "metrics.json"
+    if not (status_file.is_file() and metrics_file.is_file()):
+        return None
+    if json.loads(status_file.read_text()).get("status") != "completed":
+        return None
+    return json.loads(metrics_file.read_text())
+
+
+def owed_optuna_trials(sweeper: Any) -> int | None:
+    """An Optuna search relaunched with the same storage: the trials its study still owes
+    (``n_trials`` counts the study's, not each launch's), or None for a new study."""
+    target = str(sweeper.get("_target_", "")) if sweeper is not None else ""
+    if "optuna" not in target.lower() or not sweeper.get("storage"):
+        return None
+    import optuna
+
+    try:
+        study = optuna.load_study(study_name=sweeper.study_name, storage=sweeper.storage)
+    except KeyError:  # no such study yet
+        return None
+    done = sum(trial.state.is_finished() for trial in study.trials)
+    return max(0, int(sweeper.n_trials) - done)
 
 
 def job_name(task_overrides: list[str]) -> str:
@@ -158,15 +223,42 @@ class SweepSummary(Callback):
         self.metrics = list(metrics or [])
         self._started: float | None = None
 
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """Record the sweep in ``sweep.json`` (or count one more launch of it); a relaunched
+        Optuna search runs only the trials its study still owes."""
+        sweep_dir = Path(config.hydra.sweep.dir)
+        sweep_dir.mkdir(parents=True, exist_ok=True)  # before a storage file is made in it
+        record_file = sweep_dir / SWEEP_FILE
+        record = json.loads(record_file.read_text()) if record_file.is_file() else {}
+        if not record:
+            command = json.loads(os.environ.get(COMMAND_ENV, "null"))
+            record = {"command": command, "started_at": time.time(), "launches": 0}
+        record["launches"] += 1
+        record.pop("finished_at", None)
+        atomic_write_bytes(record_file, (json.dumps(record, indent=2) + "\n").encode())
+        owed = owed_optuna_trials(config.hydra.get("sweeper"))
+        if owed is not None:
+            print_line(f"the Optuna study continues: {owed} of its trials still to run")
+            with open_dict(config):
+                config.hydra.sweeper.n_trials = owed
+
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         self._started = time.time()
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
+        if config.hydra.mode != RunMode.MULTIRUN:  # Hydra calls this for a single run too
+            return
         output_dir = Path(config.hydra.runtime.output_dir)
+        # The job's own report of a failure it caught, or an earlier launch's record.
+        written = output_dir / STATUS_FILE
+        earlier = json.loads(written.read_text()) if written.is_file() else {}
+        if earlier.get("status") == "completed" and earlier.get("finished_at", 0) < (
+            self._started or 0
+        ):
+            return  # finished in an earlier launch and kept: its record stays
         status = job_status(job_return)
-        written = output_dir / STATUS_FILE  # the job's own report of a failure it caught
-        if written.is_file():
-            status.update({k: v for k, v in json.loads(written.read_text()).items() if v})
+        if earlier and written.stat().st_mtime >= (self._started or 0):  # from this launch
+            status.update({k: v for k, v in earlier.items() if v})
         if self._started is not None:
             status["wall_seconds"] = status["finished_at"] - self._started
         atomic_write_bytes(output_dir / STATUS_FILE, (json.dumps(status, indent=2) + "\n").encode())
@@ -175,12 +267,17 @@ class SweepSummary(Callback):
         sweep_dir = Path(config.hydra.sweep.dir)
         if not sweep_dir.is_dir():
             return
+        record_file = sweep_dir / SWEEP_FILE
+        if record_file.is_file():
+            record = {**json.loads(record_file.read_text()), "finished_at": time.time()}
+            atomic_write_bytes(record_file, (json.dumps(record, indent=2) + "\n").encode())
         rows = read_sweep_jobs(sweep_dir)
         optimized = str(config.get("optimized_metric", "val/fid"))
         metrics = shown_metrics(rows, self.metrics or [optimized])
         by_seed = aggregate_over_seeds(rows, optimized)
         shared = shared_overrides(rows)
         write_summary_files(sweep_dir, rows, metrics, optimized, by_seed, shared)
+        write_group_hparams(sweep_dir, [Path(r["output_dir"]) for r in rows], optimized)
         console.print(jobs_table(sweep_dir, rows, metrics, shared))
         if any(entry["seeds"] > 1 for entry in by_seed):
             seeds = Table(title=f"{optimized} over seeds")

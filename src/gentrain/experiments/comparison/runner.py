@@ -11,6 +11,7 @@ from gentrain.core.paths import last_checkpoint
 from gentrain.experiments.comparison.arms import PlannedRun, display
 from gentrain.experiments.comparison.state import CompareState
 from gentrain.tracking.console import console
+from gentrain.tracking.hparams_table import GROUP_ENV
 
 
 def execute(runs: list[PlannedRun], state: CompareState) -> int:
@@ -44,7 +45,8 @@ def execute(runs: list[PlannedRun], state: CompareState) -> int:
         console.print(display(args), highlight=False, soft_wrap=True)
         record.update(status="running", started=time.time())
         state.save()
-        child = ChildProcess([sys.executable, "-m", "gentrain", *args])
+        # One HParams table for the comparison, at its root (tracking.hparams_table).
+        child = ChildProcess([sys.executable, "-m", "gentrain", *args], env={GROUP_ENV: "1"})
         code = child.run()
         if code == 0:
             record.update(status="done", returncode=0, error=None)

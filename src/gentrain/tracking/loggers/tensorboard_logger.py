@@ -17,6 +17,7 @@ from gentrain.tracking.dashboard import (
     metric_order,
     scalar_layout,
 )
+from gentrain.tracking.hparams_table import in_group
 from gentrain.tracking.loggers.base import Backend, Logger
 
 
@@ -94,7 +95,8 @@ class TensorBoardLogger(Backend):
         """One HParams row: the config (``hparams``, flattened), led by the values that
         distinguish runs (see ``dashboard.hparams_for``), and the final ``metrics``,
         ``first_metric`` first. Each network's learning rate also goes into the facts
-        table (a constant rate is not logged as a curve)."""
+        table (a constant rate is not logged as a curve). A run of a sweep or comparison
+        leaves the columns to its group (``tracking.hparams_table``)."""
         from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
         from torch.utils.tensorboard.summary import hparams as hparams_summaries
 
@@ -112,7 +114,9 @@ class TensorBoardLogger(Backend):
         for info in content.experiment.hparam_infos:
             info.differs = info.name in leading
         plugin_data.content = content.SerializeToString()
-        for summary in (experiment, start, end):
+        # A sweep's or comparison's runs share one column list, written at its root.
+        summaries = (start, end) if in_group() else (experiment, start, end)
+        for summary in summaries:
             self.writer.file_writer.add_summary(summary)
 
     def close(self) -> None:
