@@ -35,7 +35,11 @@ WRITE_FIXES = {
 }
 
 
-RESUME = "(hydra.run.dir=...), then resume the run with trainer.resume=<its run dir>"
+# A resumed run continues in its own directory: to go on on another disk, move it first.
+RESUME = (
+    "(a new run: hydra.run.dir=...); then continue this run in place with "
+    "trainer.resume=<its run dir>, after moving that directory if its disk is the problem"
+)
 
 
 def write_failure(path: Path, exc: OSError, then: str = RESUME) -> StorageError:
