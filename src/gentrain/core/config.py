@@ -113,12 +113,13 @@ class RunConfig:
     extras: dict[str, Any] = field(default_factory=dict)
 
 
-SECTIONS = {
+# Sections whose schema follows their `name:` (a registry's option), and sections with one.
+BY_NAME_SECTIONS = {
     "dataset": (DATASETS, lambda name: DatasetConfig),
     "optimizer": (OPTIMIZERS, lambda name: OptimizerConfig),
     "model": (MODELS, lambda name: MODELS.get(name).Config),
 }
-PLAIN_SECTIONS = {
+ONE_SCHEMA_SECTIONS = {
     "device": DeviceConfig,
     "trainer": TrainerConfig,
     "paths": PathsConfig,
@@ -150,7 +151,7 @@ def _refuse_non_finite(section: str, values: Any) -> None:
             )
 
 
-def _typed(section: str, schema: type, values: Any) -> Any:
+def _build_section(section: str, schema: type, values: Any) -> Any:
     """Merge ``values`` into ``schema`` and build the dataclass, or raise ConfigError."""
     try:
         if isinstance(values, DictConfig):  # resolve against the whole config first
@@ -195,33 +196,33 @@ def _loggers(values: Any) -> dict[str, Any]:
     for name, settings in values.items():
         if name not in LOGGERS:
             raise ConfigError(LOGGERS.unknown_message(name))
-        typed[name] = _typed(f"logger.{name}", LOGGERS.get(name).Config, settings or {})
+        typed[name] = _build_section(f"logger.{name}", LOGGERS.get(name).Config, settings or {})
     return typed
 
 
 def validate_config(cfg: DictConfig) -> RunConfig:
     """Check every section of ``cfg`` and return typed, range-checked config objects."""
-    missing = [s for s in [*SECTIONS, "logger", *PLAIN_SECTIONS] if s not in cfg]
+    missing = [s for s in [*BY_NAME_SECTIONS, "logger", *ONE_SCHEMA_SECTIONS] if s not in cfg]
     if missing:
         raise ConfigError(f"the config has no {', '.join(missing)} section(s)")
     typed: dict[str, Any] = {}
-    for section, (registry, schema_for) in SECTIONS.items():
+    for section, (registry, schema_for) in BY_NAME_SECTIONS.items():
         values = cfg[section]
         name = values.get("name") if isinstance(values, DictConfig) else None
         if name is None:
             raise ConfigError(f"{section}.name is missing; available: {', '.join(registry)}")
         if name not in registry:
             raise ConfigError(registry.unknown_message(name))
-        typed[section] = _typed(section, schema_for(name), values)
+        typed[section] = _build_section(section, schema_for(name), values)
     typed["logger"] = _loggers(cfg["logger"])
-    for section, schema in PLAIN_SECTIONS.items():
-        typed[section] = _typed(section, schema, cfg[section])
+    for section, schema in ONE_SCHEMA_SECTIONS.items():
+        typed[section] = _build_section(section, schema, cfg[section])
     extras = {k: cfg[k] for k in cfg if k not in typed}
     unknown = sorted(set(extras) - TOP_LEVEL - {"hydra"})
     if unknown:
         raise ConfigError(
             f"unknown top-level config key(s) {unknown}; valid: "
-            f"{', '.join(sorted([*SECTIONS, 'logger', *PLAIN_SECTIONS, *TOP_LEVEL]))}"
+            f"{', '.join(sorted([*BY_NAME_SECTIONS, 'logger', *ONE_SCHEMA_SECTIONS, *TOP_LEVEL]))}"
         )
     seed = extras.pop("seed", 0)
     if not isinstance(seed, int) or isinstance(seed, bool):

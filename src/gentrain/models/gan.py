@@ -257,11 +257,11 @@ class GAN(GenerativeModel):
             labels = torch.randint(self.num_classes, (len(noise),), device=noise.device)
         return noise, labels
 
-    def critic(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+    def discriminate(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """D's logit for images in [0, 1] (of class ``labels``, with a projection D)."""
-        return self.critic_outputs(x, labels)[0]
+        return self.discriminate_with_classes(x, labels)[0]
 
-    def critic_outputs(
+    def discriminate_with_classes(
         self, x: torch.Tensor, labels: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """D's logit and, for ACGAN, its class logits; through the augmentation when one
@@ -288,8 +288,8 @@ class GAN(GenerativeModel):
         r1 = self.cfg.r1_gamma > 0
         if r1:
             real = real.detach().requires_grad_(True)
-        d_real, classes_real = self.critic_outputs(real, real_labels)
-        d_fake, classes_fake = self.critic_outputs(fake, fake_labels)
+        d_real, classes_real = self.discriminate_with_classes(real, real_labels)
+        d_fake, classes_fake = self.discriminate_with_classes(fake, fake_labels)
         loss = discriminator_loss(self.cfg.loss, d_real, d_fake)
         logs = {
             "d_real": real_probability(self.cfg.loss, d_real),
@@ -309,7 +309,7 @@ class GAN(GenerativeModel):
             loss = loss + self.cfg.info_weight * info_loss
             logs["info_loss"] = info_loss
         if self.cfg.loss == "wgan_gp":
-            penalty = gradient_penalty(lambda v: self.critic(v, real_labels), real, fake)
+            penalty = gradient_penalty(lambda v: self.discriminate(v, real_labels), real, fake)
             loss = loss + self.cfg.gp_weight * penalty
             logs["gradient_penalty"] = penalty
         if r1:
@@ -336,7 +336,7 @@ class GAN(GenerativeModel):
 
         noise, fake_labels = self.generator_inputs(torch.randn(n, self.latent_dim, device=x.device))
         fake = self.generate(noise, fake_labels)
-        d_fake, classes_fake = self.critic_outputs(fake, fake_labels)
+        d_fake, classes_fake = self.discriminate_with_classes(fake, fake_labels)
         loss_g = generator_loss(self.cfg.loss, d_fake)
         if self.auxiliary:
             weight = self.cfg.acgan_weight if self.acgan else self.cfg.info_weight
@@ -387,7 +387,7 @@ class GAN(GenerativeModel):
             self.balanced_labels(len(x), x.device),
         )
         fake = self.generate(noise, fake_labels, self._sampler())
-        d_real, d_fake = self.critic(x, labels), self.critic(fake, fake_labels)
+        d_real, d_fake = self.discriminate(x, labels), self.discriminate(fake, fake_labels)
         return {
             "loss_d": discriminator_loss(self.cfg.loss, d_real, d_fake),
             "loss_g": generator_loss(self.cfg.loss, d_fake),

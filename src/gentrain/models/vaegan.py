@@ -179,7 +179,7 @@ class VAEGAN(GenerativeModel):
     def decode(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         return torch.sigmoid(self.decoder(z, labels))
 
-    def discriminate(
+    def discriminate_with_features(
         self, x: torch.Tensor, labels: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """D's logit and its layer-l features. Each batch (X, X~, Xp) goes through D in its
@@ -196,9 +196,9 @@ class VAEGAN(GenerativeModel):
         x_tilde = torch.sigmoid(logits_tilde)
         x_p = self.decode(torch.randn_like(mu), y)
 
-        d_x, features_x = self.discriminate(x, y)
-        d_tilde, features_tilde = self.discriminate(x_tilde, y)
-        d_p, _ = self.discriminate(x_p, y)
+        d_x, features_x = self.discriminate_with_features(x, y)
+        d_tilde, features_tilde = self.discriminate_with_features(x_tilde, y)
+        d_p, _ = self.discriminate_with_features(x_p, y)
 
         prior = gaussian_kl(mu, logvar).mean()
         llike = 0.5 * (features_x - features_tilde).pow(2).flatten(1).sum(1).mean()

@@ -65,28 +65,31 @@ def _settings(cfg: OptimizerConfig, network: str, recommended: dict[str, Any]) -
     return chosen
 
 
-def _only(settings: dict[str, Any], *keys: str) -> dict[str, Any]:
-    return {k: v for k, v in settings.items() if k in keys}
+def _arguments(settings: dict[str, Any], *accepted: str) -> dict[str, Any]:
+    """The settings this optimiser's constructor takes (Adam has no momentum, SGD no betas)."""
+    return {k: v for k, v in settings.items() if k in accepted}
 
 
 @OPTIMIZERS.register("adam")
-def adam(params: Iterable, s: dict[str, Any]) -> torch.optim.Optimizer:
-    return torch.optim.Adam(params, **_only(s, "lr", "betas", "eps", "weight_decay"))
+def adam(params: Iterable, settings: dict[str, Any]) -> torch.optim.Optimizer:
+    return torch.optim.Adam(params, **_arguments(settings, "lr", "betas", "eps", "weight_decay"))
 
 
 @OPTIMIZERS.register("adamw")
-def adamw(params: Iterable, s: dict[str, Any]) -> torch.optim.Optimizer:
-    return torch.optim.AdamW(params, **_only(s, "lr", "betas", "eps", "weight_decay"))
+def adamw(params: Iterable, settings: dict[str, Any]) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(params, **_arguments(settings, "lr", "betas", "eps", "weight_decay"))
 
 
 @OPTIMIZERS.register("sgd")
-def sgd(params: Iterable, s: dict[str, Any]) -> torch.optim.Optimizer:
-    return torch.optim.SGD(params, **_only(s, "lr", "momentum", "weight_decay"))
+def sgd(params: Iterable, settings: dict[str, Any]) -> torch.optim.Optimizer:
+    return torch.optim.SGD(params, **_arguments(settings, "lr", "momentum", "weight_decay"))
 
 
 @OPTIMIZERS.register("rmsprop")
-def rmsprop(params: Iterable, s: dict[str, Any]) -> torch.optim.Optimizer:
-    return torch.optim.RMSprop(params, **_only(s, "lr", "momentum", "eps", "weight_decay"))
+def rmsprop(params: Iterable, settings: dict[str, Any]) -> torch.optim.Optimizer:
+    return torch.optim.RMSprop(
+        params, **_arguments(settings, "lr", "momentum", "eps", "weight_decay")
+    )
 
 
 @dataclass

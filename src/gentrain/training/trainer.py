@@ -119,7 +119,7 @@ class TrainingPlan:
     lr_varies: bool  # a schedule or warm-up: log lr/<network> curves
     out_of_time: bool = False  # trainer.max_seconds spent
     runaway: RunawayDetector | None = None  # checks the loss terms at log steps only
-    speed: Throughput | None = None  # precision, channels_last, compile
+    throughput: Throughput | None = None  # precision, channels_last, compile
 
 
 class LogWindow:
@@ -293,8 +293,8 @@ class Trainer:
         factory = OptimizerFactory(optimizer_cfg, total_steps, cfg.gradient_clip_norm)
         model.configure_optimizers(factory)
         factory.check_networks()
-        plan.speed = Throughput(cfg, self.device)
-        plan.speed.prepare(model)
+        plan.throughput = Throughput(cfg, self.device)
+        plan.throughput.prepare(model)
 
         # Fixed inputs for the image grids: the same noise and validation images all run long.
         noise_generator = torch.Generator().manual_seed(self.seed)
@@ -342,12 +342,12 @@ class Trainer:
         stop: StopRequested,
     ) -> bool:
         """Train the rest of this epoch; False if a budget or a signal cut it short."""
-        cfg, world, speed = self.cfg, self.world, plan.speed
+        cfg, world, throughput = self.cfg, self.world, plan.throughput
         model.train()
         for batch in plan.loader.epoch(self.epoch, start_batch=self.batch_in_epoch):
             world.phase = "training step"  # what a failed collective's message names
-            with world.global_batch_randomness(len(batch)), speed.autocast():
-                terms = model.training_step(speed.batch(batch))
+            with world.global_batch_randomness(len(batch)), throughput.autocast():
+                terms = model.training_step(throughput.batch(batch))
             model.advance_schedules()
             self.step += 1
             world.step = self.step
