@@ -92,3 +92,23 @@ def test_a_stopped_then_killed_run_resumes_into_one_run(make_config, data_dir, c
             assert {s: values[s] for s in reference} == reference, tag
     # The killed process had logged steps 9 and 10 past its checkpoint at 8: redone once.
     assert [s for s, _ in got["train/loss"]] == list(range(1, 17))
+
+
+def test_ctrl_c_before_training_began_says_so_and_leaves_nothing(data_dir, tmp_path):
+    # Ctrl-C while the data loads or the feature classifier trains (minutes on a new
+    # data set): no traceback, exit 130, and no run directory without a run in it.
+    child = (
+        "import sys, gentrain.cli.train as t\n"
+        "def interrupted(*a, **k): raise KeyboardInterrupt\n"
+        "t.build_dataset = interrupted\n"
+        "sys.argv = ['gentrain', *sys.argv[1:]]\n"
+        "t.main()\n"
+    )
+    args = ["debug=fast", "device=cpu", f"paths.data_dir={data_dir}", "dataset.download=false"]
+    result = subprocess.run(
+        [sys.executable, "-c", child, *args], capture_output=True, text=True, cwd=tmp_path
+    )
+    assert result.returncode == 130, result.stderr
+    assert "stopped by Ctrl-C before training began" in result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    assert not list((tmp_path / "outputs" / "runs").glob("*/*"))

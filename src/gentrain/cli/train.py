@@ -235,6 +235,14 @@ def hydra_task(cfg: DictConfig) -> float | None:
             f"[bold yellow]{escape(str(exc))}[/bold yellow]", highlight=False, soft_wrap=True
         )
         sys.exit(exc.exit_code)
+    except KeyboardInterrupt:  # outside the steps (data, classifier): the trainer's is off
+        run_files.discard()  # a run that had not begun leaves nothing
+        print_error(
+            "stopped by Ctrl-C before training began: nothing new was saved; rerun the same "
+            "command to start again",
+            label="stopped",
+        )
+        sys.exit(130)
     except Exception as exc:
         if not _in_multirun():
             run_files.discard()  # a refused run leaves nothing
