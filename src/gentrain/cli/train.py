@@ -22,7 +22,7 @@ from gentrain.cli.overrides import check_argv
 from gentrain.cli.run_files import RunFiles, deferred_overrides
 from gentrain.core.checkpoint import atomic_write_bytes
 from gentrain.core.child_process import stop_with_parent
-from gentrain.core.config import RunConfig, validate_config
+from gentrain.core.config import OPTIMIZED_METRIC, RunConfig, validate_config
 from gentrain.core.errors import ConfigError, GentrainError
 from gentrain.core.paths import config_dir
 from gentrain.core.registry import MODELS
@@ -222,7 +222,7 @@ def hydra_task(cfg: DictConfig) -> float | None:
     ``status.json`` and the sweep goes on; the summary lists it as failed.
     """
     run_files = RunFiles()
-    optimized = str(cfg.get("optimized_metric", "val/fid"))
+    optimized = str(cfg.get("optimized_metric", OPTIMIZED_METRIC))
     if _in_multirun():  # a relaunched sweep: a job that finished before is kept
         kept = finished_job(Path(cfg.paths.output_dir))
         if kept is not None:

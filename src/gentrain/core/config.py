@@ -25,6 +25,7 @@ from gentrain.training.optim import OptimizerConfig
 from gentrain.training.throughput import check_precision
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
+OPTIMIZED_METRIC = "val/fid"  # what train() returns for sweepers, unless optimized_metric says
 
 
 @dataclass
@@ -91,9 +92,12 @@ class DeviceConfig:
 
 @dataclass
 class PathsConfig:
-    data_dir: str = "./data"
-    output_dir: str = "./outputs/run"
-    cache_dir: str = "~/.cache/gentrain"  # evaluation's feature classifiers
+    """Where datasets are read from (and downloaded to), where this run writes, and where
+    evaluation's feature classifiers are cached; the environment variables override."""
+
+    data_dir: str = "${oc.env:GENTRAIN_DATA_DIR,./data}"
+    output_dir: str = "${hydra:runtime.output_dir}"
+    cache_dir: str = "${oc.env:GENTRAIN_CACHE_DIR,'~/.cache/gentrain'}"
 
 
 @dataclass
@@ -109,7 +113,7 @@ class RunConfig:
     paths: PathsConfig
     eval: EvalConfig
     seed: int = 0
-    optimized_metric: str = "val/fid"
+    optimized_metric: str = OPTIMIZED_METRIC
     extras: dict[str, Any] = field(default_factory=dict)
 
 
@@ -126,7 +130,7 @@ ONE_SCHEMA_SECTIONS = {
     "eval": EvalConfig,
 }
 # configs/<group>/*.yaml extend these (one home per default)
-for _group, _schema in (("trainer", TrainerConfig), ("eval", EvalConfig)):
+for _group, _schema in (("trainer", TrainerConfig), ("eval", EvalConfig), ("paths", PathsConfig)):
     store_schema(_group, "default", _schema)
 for _group, _schema in (
     ("device", DeviceConfig),

@@ -31,6 +31,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from rich.table import Table
 
 from gentrain.core.checkpoint import atomic_write_bytes
+from gentrain.core.config import OPTIMIZED_METRIC
 from gentrain.tracking.console import console, print_line
 from gentrain.tracking.hparams_table import write_group_hparams
 
@@ -272,7 +273,7 @@ class SweepSummary(Callback):
             record = {**json.loads(record_file.read_text()), "finished_at": time.time()}
             atomic_write_bytes(record_file, (json.dumps(record, indent=2) + "\n").encode())
         rows = read_sweep_jobs(sweep_dir)
-        optimized = str(config.get("optimized_metric", "val/fid"))
+        optimized = str(config.get("optimized_metric", OPTIMIZED_METRIC))
         metrics = shown_metrics(rows, self.metrics or [optimized])
         by_seed = aggregate_over_seeds(rows, optimized)
         shared = shared_overrides(rows)
