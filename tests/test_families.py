@@ -13,8 +13,9 @@ from gentrain.data import Batch
 from gentrain.models.adversarial import r1_penalty
 from gentrain.models.augment import augment, cutout, parse_policy, translation
 from gentrain.models.gan import GAN, GANConfig
+from gentrain.models.likelihoods import discretized_logistic_nll
 from gentrain.models.nets import FAMILIES, ImageDecoder, ImageEncoder
-from gentrain.models.vae import VAE, VAEConfig, discretized_logistic_nll, free_bits_kl
+from gentrain.models.vae import VAE, VAEConfig, free_bits_kl
 from gentrain.models.vaegan import VAEGAN, VAEGANConfig
 from gentrain.training.optim import OptimizerConfig, OptimizerFactory
 from gentrain.training.warm_start import warm_start

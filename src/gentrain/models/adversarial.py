@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -17,12 +18,21 @@ from gentrain.core.errors import ConfigError
 
 @dataclass(frozen=True)
 class GANLoss:
-    """One adversarial objective: D's loss on (real, fake) scores, G's loss on fake scores,
-    and whether the scores are logits of a probability (what "D(x)" logs)."""
+    """One adversarial objective, resolved once by a model from its config name: D's loss
+    on (real, fake) scores, G's loss on fake scores, whether the scores are logits of a
+    probability (what "D(x)" logs), whether D's loss needs WGAN-GP's gradient penalty, and
+    the optimiser settings its authors trained with (None: the model's own)."""
 
     discriminator: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
     generator: Callable[[torch.Tensor], torch.Tensor]
     logistic: bool = False
+    gradient_penalty: bool = False
+    optimizer: dict[str, Any] | None = None
+
+    def real_probability(self, scores: torch.Tensor) -> torch.Tensor:
+        """What to log as "D(x)": a probability for the logistic losses, the raw score
+        otherwise."""
+        return torch.sigmoid(scores).mean() if self.logistic else scores.mean()
 
 
 def _logistic_d(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
@@ -43,8 +53,13 @@ GAN_LOSSES: dict[str, GANLoss] = {
         lambda real, fake: 0.5 * ((real - 1.0).pow(2).mean() + fake.pow(2).mean()),
         lambda fake: 0.5 * (fake - 1.0).pow(2).mean(),
     ),
-    # the Wasserstein critic; its gradient penalty is added by the caller
-    "wgan_gp": GANLoss(lambda real, fake: fake.mean() - real.mean(), lambda fake: -fake.mean()),
+    # the Wasserstein critic, with Gulrajani et al.'s penalty and Adam settings
+    "wgan_gp": GANLoss(
+        lambda real, fake: fake.mean() - real.mean(),
+        lambda fake: -fake.mean(),
+        gradient_penalty=True,
+        optimizer={"lr": 1e-4, "betas": (0.0, 0.9)},
+    ),
 }
 #: the losses whose scores are probabilities' logits (the VAE-GAN's paper form needs that)
 LOGISTIC_LOSSES = tuple(name for name, loss in GAN_LOSSES.items() if loss.logistic)
@@ -53,23 +68,6 @@ LOGISTIC_LOSSES = tuple(name for name, loss in GAN_LOSSES.items() if loss.logist
 def check_loss(kind: str, allowed: tuple[str, ...], key: str = "model.loss") -> None:
     if kind not in allowed:
         raise ConfigError(f"unknown {key} {kind!r}; available: {', '.join(allowed)}")
-
-
-def _loss(kind: str) -> GANLoss:
-    try:
-        return GAN_LOSSES[kind]
-    except KeyError:
-        raise ConfigError(f"unknown GAN loss {kind!r}") from None
-
-
-def discriminator_loss(kind: str, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
-    """D's loss on one real and one fake batch: the negative of the GAN value it maximises."""
-    return _loss(kind).discriminator(real, fake)
-
-
-def generator_loss(kind: str, fake: torch.Tensor) -> torch.Tensor:
-    """G's loss on D's output for a fake batch."""
-    return _loss(kind).generator(fake)
 
 
 def gradient_penalty(
@@ -88,8 +86,3 @@ def r1_penalty(real_scores: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
     It keeps D flat on the data manifold, which makes the non-saturating GAN converge."""
     (grad,) = torch.autograd.grad(real_scores.sum(), real, create_graph=True)
     return grad.flatten(1).pow(2).sum(1).mean()
-
-
-def real_probability(kind: str, logits: torch.Tensor) -> torch.Tensor:
-    """What to log as "D(x)": a probability for the logistic losses, the raw score otherwise."""
-    return torch.sigmoid(logits).mean() if _loss(kind).logistic else logits.mean()

@@ -35,12 +35,10 @@ from gentrain.core.registry import MODELS
 from gentrain.core.terms import LoggedTerms
 from gentrain.data.batch import Batch
 from gentrain.models.adversarial import (
+    GAN_LOSSES,
     check_loss,
-    discriminator_loss,
-    generator_loss,
     gradient_penalty,
     r1_penalty,
-    real_probability,
 )
 from gentrain.models.augment import AdaptiveStrength, augment, parse_policy
 from gentrain.models.base import GenerativeModel
@@ -159,7 +157,7 @@ class GAN(GenerativeModel):
 
     Config = GANConfig
     #: DCGAN's Adam betas at a higher lr for four updates per batch (docs/benchmarks.md);
-    #: with ``loss=wgan_gp``, Gulrajani et al.'s
+    #: a loss with settings of its own (wgan_gp) brings them
     optimizer_defaults = {"lr": 8e-4, "betas": (0.5, 0.999)}
     logged_terms = LoggedTerms(
         by_network={"generator": ("loss_g",), "discriminator": ("loss_d",)},
@@ -168,7 +166,6 @@ class GAN(GenerativeModel):
         generator_losses=("loss_g",),
         first=("loss_g", "loss_d", "d_real", "d_fake"),
     )
-    wgan_gp_optimizer_defaults = {"lr": 1e-4, "betas": (0.0, 0.9)}
     #: init_from: a VAE's (or VAE-GAN's) decoder becomes the generator and its EMA copy
     warm_start_sources = {
         "VAE": [("decoder.", "generator."), ("decoder.", "generator_ema.")],
@@ -189,6 +186,7 @@ class GAN(GenerativeModel):
     ) -> None:
         super().__init__(image_shape, cfg.latent_dim, num_classes)
         self.cfg = cfg
+        self.objective = GAN_LOSSES[cfg.loss]
         self.code_classes = 0 if num_classes else cfg.code_classes
         # What G's class inputs and D's class head stand for: labels, or InfoGAN's code.
         arch = {
@@ -233,9 +231,7 @@ class GAN(GenerativeModel):
         return {"generator": self.generator, "discriminator": self.discriminator}
 
     def recommended_optimizer(self) -> dict[str, Any]:
-        if self.cfg.loss == "wgan_gp":
-            return dict(self.wgan_gp_optimizer_defaults)
-        return dict(self.optimizer_defaults)
+        return dict(self.objective.optimizer or self.optimizer_defaults)
 
     def generate(
         self,
@@ -290,10 +286,10 @@ class GAN(GenerativeModel):
             real = real.detach().requires_grad_(True)
         d_real, classes_real = self.discriminate_with_classes(real, real_labels)
         d_fake, classes_fake = self.discriminate_with_classes(fake, fake_labels)
-        loss = discriminator_loss(self.cfg.loss, d_real, d_fake)
+        loss = self.objective.discriminator(d_real, d_fake)
         logs = {
-            "d_real": real_probability(self.cfg.loss, d_real),
-            "d_fake": real_probability(self.cfg.loss, d_fake),
+            "d_real": self.objective.real_probability(d_real),
+            "d_fake": self.objective.real_probability(d_fake),
         }
         if self.ada is not None and self.training:
             logs["augment_p"] = self.augment_p.clone()
@@ -308,7 +304,7 @@ class GAN(GenerativeModel):
             info_loss = F.cross_entropy(classes_fake, fake_labels)
             loss = loss + self.cfg.info_weight * info_loss
             logs["info_loss"] = info_loss
-        if self.cfg.loss == "wgan_gp":
+        if self.objective.gradient_penalty:
             penalty = gradient_penalty(lambda v: self.discriminate(v, real_labels), real, fake)
             loss = loss + self.cfg.gp_weight * penalty
             logs["gradient_penalty"] = penalty
@@ -337,7 +333,7 @@ class GAN(GenerativeModel):
         noise, fake_labels = self.generator_inputs(torch.randn(n, self.latent_dim, device=x.device))
         fake = self.generate(noise, fake_labels)
         d_fake, classes_fake = self.discriminate_with_classes(fake, fake_labels)
-        loss_g = generator_loss(self.cfg.loss, d_fake)
+        loss_g = self.objective.generator(d_fake)
         if self.auxiliary:
             weight = self.cfg.acgan_weight if self.acgan else self.cfg.info_weight
             loss_g = loss_g + weight * F.cross_entropy(classes_fake, fake_labels)
@@ -389,10 +385,10 @@ class GAN(GenerativeModel):
         fake = self.generate(noise, fake_labels, self._sampler())
         d_real, d_fake = self.discriminate(x, labels), self.discriminate(fake, fake_labels)
         return {
-            "loss_d": discriminator_loss(self.cfg.loss, d_real, d_fake),
-            "loss_g": generator_loss(self.cfg.loss, d_fake),
-            "d_real": real_probability(self.cfg.loss, d_real),
-            "d_fake": real_probability(self.cfg.loss, d_fake),
+            "loss_d": self.objective.discriminator(d_real, d_fake),
+            "loss_g": self.objective.generator(d_fake),
+            "d_real": self.objective.real_probability(d_real),
+            "d_fake": self.objective.real_probability(d_fake),
         }
 
     @torch.no_grad()

@@ -17,9 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
-from torch.distributions import ContinuousBernoulli
 
 from gentrain.core.errors import ConfigError, require_at_least
 from gentrain.core.registry import MODELS
@@ -27,9 +25,8 @@ from gentrain.core.terms import LoggedTerms
 from gentrain.data.batch import Batch
 from gentrain.models.base import GenerativeModel
 from gentrain.models.latent_prior import check_prior_config, latent_prior_for
+from gentrain.models.likelihoods import LIKELIHOODS
 from gentrain.models.nets import ImageDecoder, ImageEncoder, check_architecture
-
-LIKELIHOODS = ("bernoulli", "continuous_bernoulli", "discretized_logistic", "gaussian", "laplace")
 
 
 @dataclass
@@ -107,58 +104,6 @@ def free_bits_kl(mu: torch.Tensor, logvar: torch.Tensor, free_bits: float) -> to
     return per_dim.clamp(min=free_bits).sum()
 
 
-def discretized_logistic_nll(
-    logits: torch.Tensor, x: torch.Tensor, log_scale: torch.Tensor
-) -> torch.Tensor:
-    """-log P(x) per pixel for 8-bit pixels x in {0, 1/255, ..., 1}: the mass of a logistic
-    with mean sigmoid(logits) and scale exp(log_scale) on x's bin, the edge bins taking the
-    tails (Salimans et al. 2017, PixelCNN++). A true probability of the 256 grey levels,
-    so its NLL is in nats of the 8-bit image, comparable between models."""
-    centered = x - torch.sigmoid(logits)
-    inv_scale = torch.exp(-log_scale)
-    plus, minus = inv_scale * (centered + 0.5 / 255), inv_scale * (centered - 0.5 / 255)
-    log_cdf_plus = plus - F.softplus(plus)  # log sigmoid(plus): the bin at 0
-    log_survival_minus = -F.softplus(minus)  # log (1 - sigmoid(minus)): the bin at 1
-    mass = torch.sigmoid(plus) - torch.sigmoid(minus)
-    mid = inv_scale * centered  # density at the centre times the bin width, if mass underflows
-    log_density = mid - log_scale - 2.0 * F.softplus(mid) - math.log(255.0)
-    interior = torch.where(mass > 1e-5, mass.clamp(min=1e-12).log(), log_density)
-    log_p = torch.where(
-        x < 0.5 / 255, log_cdf_plus, torch.where(x > 1 - 0.5 / 255, log_survival_minus, interior)
-    )
-    return -log_p
-
-
-def reconstruction_nll(
-    logits: torch.Tensor,
-    x: torch.Tensor,
-    kind: str,
-    scale: float,
-    log_scale: torch.Tensor | None = None,
-):
-    """-log p(x | z) per image in nats, summed over pixels: shape (N,).
-
-    Bernoulli and continuous Bernoulli (Loaiza-Ganem & Cunningham 2019, a proper density
-    on [0, 1]) read ``logits`` directly; the discretised logistic, Gaussian and Laplace use
-    ``sigmoid(logits)`` as the mean, the first with the learned per-channel ``log_scale``,
-    the others with fixed ``scale``; all include their normalising constants.
-    """
-    if kind == "bernoulli":
-        per_pixel = F.binary_cross_entropy_with_logits(logits, x, reduction="none")
-    elif kind == "continuous_bernoulli":
-        per_pixel = -ContinuousBernoulli(logits=logits).log_prob(x)
-    elif kind == "discretized_logistic":
-        assert log_scale is not None
-        per_pixel = discretized_logistic_nll(logits, x, log_scale.view(1, -1, 1, 1))
-    elif kind == "gaussian":
-        mean = torch.sigmoid(logits)
-        per_pixel = 0.5 * ((x - mean) / scale).pow(2) + math.log(scale * math.sqrt(2 * math.pi))
-    else:
-        mean = torch.sigmoid(logits)
-        per_pixel = (x - mean).abs() / scale + math.log(2 * scale)
-    return per_pixel.flatten(1).sum(1)
-
-
 @MODELS.register("vae")
 class VAE(GenerativeModel):
     """Encoder q(z|x) = N(mu, diag(exp(logvar))), decoder p(x|z), prior N(0, I)."""
@@ -186,8 +131,9 @@ class VAE(GenerativeModel):
         self.decoder = ImageDecoder(
             image_shape, cfg.width, cfg.latent_dim, norm=cfg.decoder_norm, **arch
         )
+        self.likelihood = LIKELIHOODS[cfg.likelihood]
         self.pixel_log_scale = None  # the discretised logistic's learned log s per channel
-        if cfg.likelihood == "discretized_logistic":
+        if self.likelihood.learns_scale:
             initial = torch.full((image_shape[0],), math.log(cfg.likelihood_scale))
             self.pixel_log_scale = nn.Parameter(initial)
         # Counts optimiser steps for the KL warm-up; a buffer so checkpoints carry it.
@@ -223,10 +169,8 @@ class VAE(GenerativeModel):
 
     def pixel_nll(self, logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """-log p(x | z) per image under the configured likelihood."""
-        cfg = self.cfg
-        return reconstruction_nll(
-            logits, x, cfg.likelihood, cfg.likelihood_scale, self.pixel_log_scale
-        )
+        per_pixel = self.likelihood.nll(logits, x, self.cfg.likelihood_scale, self.pixel_log_scale)
+        return per_pixel.flatten(1).sum(1)
 
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
         """Dynamically binarised pixels when ``binarize`` (a fresh draw each time)."""
@@ -280,13 +224,6 @@ class VAE(GenerativeModel):
         log_w = log_px_z + log_pz - log_qz
         return -(torch.logsumexp(log_w, dim=1) - math.log(k))
 
-    def _mean_image(self, logits: torch.Tensor) -> torch.Tensor:
-        """The likelihood's mean: sigmoid(logits), except for the continuous Bernoulli,
-        whose mean is not its parameter."""
-        if self.cfg.likelihood == "continuous_bernoulli":
-            return ContinuousBernoulli(logits=logits).mean
-        return torch.sigmoid(logits)
-
     @torch.no_grad()
     def sample(self, noise: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         labels = self.labels_for(len(noise), labels, noise.device)
@@ -295,7 +232,7 @@ class VAE(GenerativeModel):
     @torch.no_grad()
     def decode(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """The mean image of codes ``z`` (of classes ``labels``)."""
-        return self._mean_image(self.decoder(z, labels))
+        return self.likelihood.mean(self.decoder(z, labels))
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:

@@ -44,10 +44,9 @@ from gentrain.core.registry import MODELS
 from gentrain.core.terms import LoggedTerms
 from gentrain.data.batch import Batch
 from gentrain.models.adversarial import (
+    GAN_LOSSES,
     LOGISTIC_LOSSES,
     check_loss,
-    discriminator_loss,
-    generator_loss,
 )
 from gentrain.models.base import GenerativeModel
 from gentrain.models.gan import to_signed
@@ -140,6 +139,7 @@ class VAEGAN(GenerativeModel):
     ) -> None:
         super().__init__(image_shape, cfg.latent_dim, num_classes)
         self.cfg = cfg
+        self.objective = GAN_LOSSES[cfg.gan_loss]
         arch = {"family": cfg.family, "depth": cfg.depth, "num_classes": num_classes}
         self.encoder = posterior_encoder(cfg, image_shape, num_classes)
         self.decoder = ImageDecoder(image_shape, cfg.width, cfg.latent_dim, norm="batch", **arch)
@@ -202,10 +202,10 @@ class VAEGAN(GenerativeModel):
 
         prior = gaussian_kl(mu, logvar).mean()
         llike = 0.5 * (features_x - features_tilde).pow(2).flatten(1).sum(1).mean()
-        kind = self.cfg.gan_loss
+        objective = self.objective
         # D sees X as real, X~ and Xp as fake: L_GAN has one log(1 - D) term for each.
-        gan_d = discriminator_loss(kind, d_x, d_tilde) + F.softplus(d_p).mean()
-        gan_dec = generator_loss(kind, d_tilde) + generator_loss(kind, d_p)
+        gan_d = objective.discriminator(d_x, d_tilde) + F.softplus(d_p).mean()
+        gan_dec = objective.generator(d_tilde) + objective.generator(d_p)
         return {
             "prior": prior,
             # Bernoulli NLL of X under Dec(Z), summed per image: the pixel_weight term.
