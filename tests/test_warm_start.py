@@ -69,14 +69,27 @@ def test_mismatched_shapes_are_listed_before_anything_changes(vae_run):
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
 
 
-def test_incompatible_source_lists_what_is_supported(tmp_path, data_dir, cache_dir):
+def test_networks_are_matched_by_role_and_a_source_sharing_none_is_refused():
+    from gentrain.models.gan import GAN, GANConfig
     from gentrain.models.vae import VAE, VAEConfig
+    from gentrain.training.warm_start import plan_warm_start, role_mapping
 
-    out = tiny_run(tmp_path / "gan", data_dir, cache_dir, "model=gan")
-    with pytest.raises(
-        ConfigError, match="a VAE cannot start from a GAN; it can start from: VAE, VAEGAN"
-    ):
-        warm_start(VAE(VAEConfig(), (1, 28, 28)), out)
+    gan = GAN(GANConfig(width=4, latent_dim=4), (1, 28, 28)).state_dict()
+    no_ema = {k: v for k, v in gan.items() if not k.startswith("generator_ema.")}
+    vae = VAE(VAEConfig(width=4, latent_dim=4), (1, 28, 28))
+    # A VAE from a GAN: its decoder from the generator; nothing plays the encoder's role.
+    assert role_mapping(vae, "GAN", gan) == [("generator.", "decoder.")]
+    # A GAN from a GAN: each network from its namesake, the EMA copy from the generator
+    # when the source kept none.
+    target = GAN(GANConfig(width=4, latent_dim=4), (1, 28, 28))
+    assert role_mapping(target, "GAN", gan) == [
+        ("generator.", "generator."),
+        ("generator_ema.", "generator_ema."),
+        ("discriminator.", "discriminator."),
+    ]
+    assert ("generator.", "generator_ema.") in role_mapping(target, "GAN", no_ema)
+    with pytest.raises(ConfigError, match="a VAE cannot start from a Classifier: they share no"):
+        plan_warm_start(vae, "Classifier", {"trunk.weight": torch.zeros(1)}, "<run>")
 
 
 def test_train_with_init_from_runs_and_refuses_resume_too(vae_run, make_config, tmp_path):
@@ -108,7 +121,7 @@ def test_a_warm_start_that_would_load_nothing_is_refused(vae_run):
 
     source = torch.load(vae_run / "checkpoints" / "last.ckpt", weights_only=True)["model"]
     model = VAEGAN(VAEGANConfig(width=8, latent_dim=4), (1, 28, 28))
-    model.warm_start_sources = {"VAE": [("encoder.", "no_such_network.")]}
+    model.network_roles = {"no_such_network": "encoder"}
     with pytest.raises(ConfigError, match="nothing would be loaded"):
         plan_warm_start(model, "VAE", source, "<run>")
 

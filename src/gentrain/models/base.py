@@ -44,6 +44,10 @@ class GenerativeModel(nn.Module):
     #: changes to that recipe for one network (the VAE-GAN's autoencoder); the same
     #: ``optimizer.*`` settings override them
     optimizer_defaults_per_network: ClassVar[dict[str, dict[str, Any]]] = {}
+    #: what each network (a submodule's attribute name) is: ``encoder`` (image -> code),
+    #: ``decoder`` (code -> image) or ``discriminator`` (image -> score). Warm start
+    #: (``init_from``) copies a network from the source's network of the same role.
+    network_roles: ClassVar[dict[str, str]] = {}
     #: set by ``gentrain.training.data_parallel.World.prepare`` when several ranks train this model
     data_parallel: Any = None
 

@@ -166,19 +166,10 @@ class GAN(GenerativeModel):
         generator_losses=("loss_g",),
         first=("loss_g", "loss_d", "d_real", "d_fake"),
     )
-    #: init_from: a VAE's (or VAE-GAN's) decoder becomes the generator and its EMA copy
-    warm_start_sources = {
-        "VAE": [("decoder.", "generator."), ("decoder.", "generator_ema.")],
-        "VAEGAN": [
-            ("decoder.", "generator."),
-            ("decoder.", "generator_ema."),
-            ("discriminator.", "discriminator."),
-        ],
-        "GAN": [
-            ("generator.", "generator."),
-            ("generator.", "generator_ema."),
-            ("discriminator.", "discriminator."),
-        ],
+    network_roles = {
+        "generator": "decoder",
+        "generator_ema": "decoder",
+        "discriminator": "discriminator",
     }
 
     def __init__(

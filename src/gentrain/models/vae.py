@@ -115,11 +115,7 @@ class VAE(GenerativeModel):
     )
     has_encoder = True
     IWAE_IMAGES_PER_PASS = 8192  # decoder batch of the NLL estimate: bounds its memory
-    #: init_from: checkpoints this model can start from (see gentrain/training/warm_start.py)
-    warm_start_sources = {
-        "VAE": [("encoder.", "encoder."), ("decoder.", "decoder.")],
-        "VAEGAN": [("encoder.", "encoder."), ("decoder.", "decoder.")],
-    }
+    network_roles = {"encoder": "encoder", "decoder": "decoder"}
 
     def __init__(
         self, cfg: VAEConfig, image_shape: tuple[int, int, int], num_classes: int = 0

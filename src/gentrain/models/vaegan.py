@@ -124,15 +124,7 @@ class VAEGAN(GenerativeModel):
     )
     optimizer_defaults_per_network = {"encoder": {"lr": 1e-3}, "decoder": {"lr": 1e-3}}
     has_encoder = True
-    #: init_from: a trained VAE gives encoder and decoder; the discriminator starts fresh
-    warm_start_sources = {
-        "VAE": [("encoder.", "encoder."), ("decoder.", "decoder.")],
-        "VAEGAN": [
-            ("encoder.", "encoder."),
-            ("decoder.", "decoder."),
-            ("discriminator.", "discriminator."),
-        ],
-    }
+    network_roles = {"encoder": "encoder", "decoder": "decoder", "discriminator": "discriminator"}
 
     def __init__(
         self, cfg: VAEGANConfig, image_shape: tuple[int, int, int], num_classes: int = 0

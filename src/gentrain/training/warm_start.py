@@ -7,8 +7,10 @@ the weights of compatible networks are copied (a VAE's encoder and decoder into 
 a VAE's decoder into a GAN's generator); optimisers, schedules and step start fresh, and
 networks with no counterpart (a discriminator) keep their random initialisation.
 
-Each model class says which checkpoints it can start from in ``warm_start_sources``:
-``{source class name: [(source prefix, target prefix), ...]}``.
+Networks are matched by what they are: each model class names its networks' roles in
+``network_roles`` (encoder, decoder, discriminator), and a network takes the weights of the
+source's network of the same role, so any model, a new one included, can start from any
+other whose networks it shares.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from omegaconf import OmegaConf
 from gentrain.core.checkpoint import load_checkpoint
 from gentrain.core.errors import ConfigError, bulleted
 from gentrain.core.paths import checkpoint_path
+from gentrain.core.registry import MODELS
 from gentrain.models import GenerativeModel, build_model
 
 log = logging.getLogger("gentrain")
@@ -75,16 +78,17 @@ def plan_warm_start(
     line per mapped network; ConfigError listing every mismatch if they do not fit, with
     the overrides that make them fit when ``source_cfg`` (the source's model config) says."""
     target_class = type(model).__name__
-    sources = getattr(model, "warm_start_sources", {})
-    if source_class not in sources:
-        supported = ", ".join(sorted(sources)) or "none"
+    mapping = role_mapping(model, source_class, source_weights)
+    if not mapping:
+        roles = sorted(set(model.network_roles.values())) or ["none"]
         raise ConfigError(
-            f"init_from={source_name}: a {target_class} cannot start from a {source_class}; "
-            f"it can start from: {supported}"
+            f"init_from={source_name}: a {target_class} cannot start from a {source_class}: "
+            f"they share no network (this model's: {', '.join(roles)}; the checkpoint's: "
+            f"{', '.join(sorted(set(roles_of(source_class).values()))) or 'unknown'})"
         )
-    updates, mismatched, loaded_prefixes = _match(model, sources[source_class], source_weights)
+    updates, mismatched, loaded_prefixes = _match(model, mapping, source_weights)
     if mismatched:
-        fixes = fixing_overrides(model, sources[source_class], source_weights, source_cfg)
+        fixes = fixing_overrides(model, mapping, source_weights, source_cfg)
         if fixes:
             fix = (
                 f"Fix: add {' '.join(fixes)} to this command (the source run's "
@@ -106,6 +110,31 @@ def plan_warm_start(
             f"{target_class}'s networks, so nothing would be loaded; check the model config"
         )
     return updates, loaded_prefixes
+
+
+def roles_of(model_class: str) -> dict[str, str]:
+    """The ``network_roles`` of the registered model class named ``model_class``."""
+    for name in MODELS:
+        if MODELS.get(name).__name__ == model_class:
+            return MODELS.get(name).network_roles
+    return {}
+
+
+def role_mapping(
+    model: GenerativeModel, source_class: str, source_weights: dict[str, torch.Tensor]
+) -> list[tuple[str, str]]:
+    """(source prefix, target prefix) for each network of ``model`` that the checkpoint
+    holds a network of the same role for: the one of the same name if it is there (a
+    GAN's EMA generator from the source's EMA generator), else the source's first."""
+    held = {key.split(".", 1)[0] for key in source_weights}
+    source_roles = roles_of(source_class)
+    mapping = []
+    for target, role in model.network_roles.items():
+        candidates = [n for n, r in source_roles.items() if r == role and n in held]
+        if candidates:
+            source = target if target in candidates else candidates[0]
+            mapping.append((f"{source}.", f"{target}."))
+    return mapping
 
 
 def _match(
