@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from gentrain.core.errors import ConfigError
+from gentrain.core.registry import MODELS
 from gentrain.data import Batch
 from gentrain.models.adversarial import GAN_LOSSES, gradient_penalty
 from gentrain.models.gan import GAN, GANConfig
@@ -262,7 +263,7 @@ def test_gan_generator_step_leaves_discriminator_untouched(monkeypatch):
     assert calls == [["discriminator"], ["generator"]] * 3  # D then G, on each slice
 
 
-@pytest.mark.parametrize("name", ["vae", "gan", "vaegan"])
+@pytest.mark.parametrize("name", MODELS.names())
 def test_model_preset_defaults_match_the_dataclass(name):
     """``model=<name>`` composes to <Model>.Config's defaults: configs/model/<name>.yaml
     extends the dataclass's schema and changes none of it (the presets are the defaults)."""

@@ -41,6 +41,7 @@ class TinyDecoder(GenerativeModel):
     # Its own term names: the progress line, the dashboard and the runaway watch read them
     # from here, not from lists of the built-in models' terms.
     logged_terms = LoggedTerms(by_network={"decoder": ("fit",)}, watched=("fit",), first=("fit",))
+    network_roles = {"decoder": "decoder"}  # what init_from matches networks by
 
     def __init__(self, cfg: TinyDecoderConfig, image_shape: tuple[int, int, int]) -> None:
         super().__init__(image_shape, cfg.latent_dim)
@@ -130,3 +131,10 @@ def test_a_new_models_own_terms_lead_the_progress_line_get_a_chart_and_are_watch
         "fit=1e+09 exploded"
         in watch.findings({"fit": 1e9, "grad_norm_decoder": 2.0}, 5)["explosion"]
     )
+
+
+def test_the_new_model_passes_every_conformance_check(tiny_decoder):
+    from conformance import CHECKS
+
+    for check in CHECKS:
+        check("tiny_decoder")
