@@ -157,3 +157,27 @@ def test_train_yaml_lists_every_group():
     ]:
         assert f"- {group}:" in text
     assert Path(CONFIGS / "hydra" / "default.yaml").is_file()
+
+
+def test_train_yaml_comments_list_each_groups_options_as_they_are():
+    """``- model: vae  # vae | gan | vaegan``: the options a comment lists are the group's
+    (its YAML files and registered schemas), so the commented defaults list cannot drift."""
+    import re
+
+    from hydra.core.config_store import ConfigStore
+
+    checked = 0
+    for line in (CONFIGS / "train.yaml").read_text().splitlines():
+        match = re.match(r"\s*- (\w+): \w+\s+# ([\w ]+(?:\| [\w ]+)+)(?:;.*)?$", line)
+        if not match:
+            continue
+        group, listed = match.group(1), {o.strip() for o in match.group(2).split("|")}
+        files = {p.stem for p in (CONFIGS / group).glob("*.yaml")}
+        stored = {
+            name.removesuffix(".yaml")
+            for name in ConfigStore.instance().repo.get(group, {})
+            if name.endswith(".yaml")
+        }
+        assert listed == files | stored, (group, listed, files | stored)
+        checked += 1
+    assert checked >= 5
