@@ -30,7 +30,10 @@ without, they are exactly the networks above, with the same parameter names.
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -44,7 +47,6 @@ from gentrain.models.conditioning import (
     run_with_labels,
 )
 
-FAMILIES = ("dcgan", "dcgan_deep", "resnet", "mlp")
 MLP_UNITS_PER_WIDTH = 16  # an mlp hidden layer has 16 * width units
 NORMS = ("batch", "none")
 
@@ -146,6 +148,185 @@ class ResidualBlock(nn.Module):
         return norm(x, labels) if getattr(norm, "takes_labels", False) else norm(x)
 
 
+@dataclass
+class EncoderTrunk:
+    """What a family builds of an encoder: a stem on the image, one block per level (the
+    VAE-GAN's feature layers), an activation after the last, and the flat size it ends at."""
+
+    stem: nn.Module
+    blocks: list[nn.Module]
+    final_activation: nn.Module
+    flat_features: int
+
+
+@dataclass
+class DecoderBody:
+    """What a family builds of a decoder: the shape the latent is projected to, the
+    activation after that projection, and the blocks from there to the image's logits
+    (made when called, after the projection, so a seed gives the weights it always gave)."""
+
+    start_shape: tuple[int, ...]
+    project_activation: nn.Module
+    blocks: Callable[[], list[nn.Module]]
+
+
+def _conv_encoder(
+    image_shape: tuple[int, int, int], width: int, depth: int, norm: str, deep: bool
+) -> EncoderTrunk:
+    """dcgan: a 4x4 stride-2 conv per level (the first unnormalised, Radford et al. 2016);
+    dcgan_deep adds a 3x3 stem and ``depth`` 3x3 convs per level."""
+    channels, height, image_width = image_shape
+    levels = levels_for(height, image_width)
+    stem: nn.Module = nn.Identity()
+    in_ch = channels
+    if deep:
+        in_ch = max(width // 2, 1)
+        stem = nn.Sequential(nn.Conv2d(channels, in_ch, 3, 1, 1), nn.LeakyReLU(0.2))
+    blocks = []
+    for level in range(levels):
+        out_ch = _channels(width, level)
+        layers = [
+            nn.Conv2d(in_ch, out_ch, 4, 2, 1),
+            _norm(norm if level > 0 else "none", out_ch),
+            nn.LeakyReLU(0.2),
+        ]
+        for _ in range(depth if deep else 0):
+            layers += _conv_unit(out_ch, out_ch, norm, nn.LeakyReLU(0.2))
+        blocks.append(nn.Sequential(*layers))
+        in_ch = out_ch
+    flat = in_ch * (height >> levels) * (image_width >> levels)
+    return EncoderTrunk(stem, blocks, nn.Identity(), flat)
+
+
+def _resnet_encoder(
+    image_shape: tuple[int, int, int], width: int, depth: int, norm: str
+) -> EncoderTrunk:
+    """A downsampling residual block per level (SN-GAN's optimised one first), ``depth``
+    more at the level's resolution, ReLU at the end."""
+    channels, height, image_width = image_shape
+    levels = levels_for(height, image_width)
+    blocks, in_ch = [], channels
+    for level in range(levels):
+        out_ch = _channels(width, level)
+        layers: list[nn.Module] = [
+            ResidualBlock(in_ch, out_ch, norm, resample="down", first=level == 0)
+        ]
+        layers += [ResidualBlock(out_ch, out_ch, norm) for _ in range(depth)]
+        blocks.append(nn.Sequential(*layers))
+        in_ch = out_ch
+    flat = in_ch * (height >> levels) * (image_width >> levels)
+    return EncoderTrunk(nn.Identity(), blocks, nn.ReLU(), flat)
+
+
+def _mlp_encoder(
+    image_shape: tuple[int, int, int], width: int, depth: int, norm: str
+) -> EncoderTrunk:
+    """``depth + 1`` fully connected layers on the flattened image (the first unnormalised)."""
+    in_ch, units, blocks = math.prod(image_shape), MLP_UNITS_PER_WIDTH * width, []
+    for level in range(depth + 1):
+        layers = [
+            nn.Linear(in_ch, units),
+            _norm(norm if level > 0 else "none", units, vectors=True),
+            nn.LeakyReLU(0.2),
+        ]
+        blocks.append(nn.Sequential(*layers))
+        in_ch = units
+    return EncoderTrunk(nn.Flatten(), blocks, nn.Identity(), units)
+
+
+def _decoder_channels(width: int, levels: int) -> list[int]:
+    """Channels after each level, from the smallest resolution up to the image's: the
+    mirror of the encoder (the last level's are added by the family)."""
+    return [_channels(width, level - 1) for level in reversed(range(1, levels))]
+
+
+def _conv_decoder(
+    image_shape: tuple[int, int, int], width: int, depth: int, norm: str, k: int, deep: bool
+) -> DecoderBody:
+    """dcgan: a 4x4 stride-2 transposed conv per level, the last one to the image;
+    dcgan_deep: ``depth`` 3x3 convs after each, ending at width // 2 channels at full
+    resolution, then a 3x3 conv to the image."""
+    channels, height, image_width = image_shape
+    levels = levels_for(height, image_width)
+    in_ch = _channels(width, levels - 1)
+    start = (in_ch, height >> levels, image_width >> levels)
+    outs = _decoder_channels(width, levels) + ([max(width // 2, 1)] if deep else [])
+
+    def blocks() -> list[nn.Module]:
+        made: list[nn.Module] = []
+        previous = start[0]
+        for out_ch in outs:
+            made += [
+                nn.ConvTranspose2d(previous, out_ch, 4, 2, 1),
+                _norm(norm, out_ch, k),
+                nn.ReLU(),
+            ]
+            for _ in range(depth if deep else 0):
+                made += _conv_unit(out_ch, out_ch, norm, nn.ReLU(), k)
+            previous = out_ch
+        if deep:
+            made.append(nn.Conv2d(previous, channels, 3, 1, 1))
+        else:
+            made.append(nn.ConvTranspose2d(previous, channels, 4, 2, 1))
+        return made
+
+    return DecoderBody(start, nn.ReLU(), blocks)
+
+
+def _resnet_decoder(
+    image_shape: tuple[int, int, int], width: int, depth: int, norm: str, k: int
+) -> DecoderBody:
+    """An upsampling residual block per level, ``depth`` more at each resolution, then
+    norm, ReLU and a 3x3 conv to the image; the projection has no activation."""
+    channels, height, image_width = image_shape
+    levels = levels_for(height, image_width)
+    in_ch = _channels(width, levels - 1)
+    start = (in_ch, height >> levels, image_width >> levels)
+
+    def blocks() -> list[nn.Module]:
+        made: list[nn.Module] = []
+        previous = start[0]
+        for out_ch in [*_decoder_channels(width, levels), max(width // 2, 1)]:
+            made.append(ResidualBlock(previous, out_ch, norm, resample="up", num_classes=k))
+            made += [ResidualBlock(out_ch, out_ch, norm, num_classes=k) for _ in range(depth)]
+            previous = out_ch
+        return [*made, _norm(norm, previous, k), nn.ReLU(), nn.Conv2d(previous, channels, 3, 1, 1)]
+
+    return DecoderBody(start, nn.Identity(), blocks)
+
+
+def _mlp_decoder(
+    image_shape: tuple[int, int, int], width: int, depth: int, norm: str, k: int
+) -> DecoderBody:
+    """``depth`` hidden layers of ``16 * width`` units after the projection, then one to
+    the image's pixels."""
+    units = MLP_UNITS_PER_WIDTH * width
+
+    def blocks() -> list[nn.Module]:
+        made: list[nn.Module] = []
+        for _ in range(depth):
+            made += [nn.Linear(units, units), _norm(norm, units, k, vectors=True), nn.ReLU()]
+        return [*made, nn.Linear(units, math.prod(image_shape)), nn.Unflatten(1, image_shape)]
+
+    return DecoderBody((units,), nn.ReLU(), blocks)
+
+
+#: each family's encoder trunk and decoder body, by ``model.family``
+ENCODER_TRUNKS: dict[str, Callable[..., EncoderTrunk]] = {
+    "dcgan": functools.partial(_conv_encoder, deep=False),
+    "dcgan_deep": functools.partial(_conv_encoder, deep=True),
+    "resnet": _resnet_encoder,
+    "mlp": _mlp_encoder,
+}
+DECODER_BODIES: dict[str, Callable[..., DecoderBody]] = {
+    "dcgan": functools.partial(_conv_decoder, deep=False),
+    "dcgan_deep": functools.partial(_conv_decoder, deep=True),
+    "resnet": _resnet_decoder,
+    "mlp": _mlp_decoder,
+}
+FAMILIES = tuple(ENCODER_TRUNKS)
+
+
 class ImageEncoder(nn.Module):
     """Image -> vector of ``out_features`` (Gaussian parameters, or a critic's logit).
 
@@ -166,51 +347,12 @@ class ImageEncoder(nn.Module):
         conditioning: str = "concat",
     ) -> None:
         super().__init__()
-        channels, height, image_width = image_shape
-        levels = levels_for(height, image_width)
         self.num_classes = num_classes
         self.conditioning = conditioning if num_classes else None
-        self.stem: nn.Module = nn.Identity()
-        self.final_activation: nn.Module = nn.Identity()
-        blocks: list[nn.Module] = []
-        in_ch = channels
-        if family == "mlp":
-            self.stem = nn.Flatten()
-            in_ch, levels = channels * height * image_width, depth + 1
-        if family == "dcgan_deep":
-            in_ch = max(width // 2, 1)
-            self.stem = nn.Sequential(nn.Conv2d(channels, in_ch, 3, 1, 1), nn.LeakyReLU(0.2))
-        for level in range(levels):
-            out_ch = _channels(width, level)
-            if family == "mlp":
-                out_ch = MLP_UNITS_PER_WIDTH * width
-                layers = [
-                    nn.Linear(in_ch, out_ch),
-                    _norm(norm if level > 0 else "none", out_ch, vectors=True),
-                    nn.LeakyReLU(0.2),
-                ]
-            elif family == "resnet":
-                layers: list[nn.Module] = [
-                    ResidualBlock(in_ch, out_ch, norm, resample="down", first=level == 0)
-                ]
-                layers += [ResidualBlock(out_ch, out_ch, norm) for _ in range(depth)]
-            else:
-                # DCGAN leaves the first level unnormalised (Radford et al. 2016).
-                level_norm = norm if level > 0 else "none"
-                layers = [
-                    nn.Conv2d(in_ch, out_ch, 4, 2, 1),
-                    _norm(level_norm, out_ch),
-                    nn.LeakyReLU(0.2),
-                ]
-                if family == "dcgan_deep":
-                    for _ in range(depth):
-                        layers += _conv_unit(out_ch, out_ch, norm, nn.LeakyReLU(0.2))
-            blocks.append(nn.Sequential(*layers))
-            in_ch = out_ch
-        if family == "resnet":
-            self.final_activation = nn.ReLU()
-        self.blocks = nn.ModuleList(blocks)
-        flat = in_ch if family == "mlp" else in_ch * (height >> levels) * (image_width >> levels)
+        trunk = ENCODER_TRUNKS[family](image_shape, width, depth, norm)
+        self.stem, self.final_activation = trunk.stem, trunk.final_activation
+        self.blocks = nn.ModuleList(trunk.blocks)
+        flat = trunk.flat_features
         concat = num_classes if self.conditioning == "concat" else 0
         self.head = nn.Linear(flat + concat, out_features)
         if self.conditioning == "projection":
@@ -276,52 +418,14 @@ class ImageDecoder(nn.Module):
         num_classes: int = 0,
     ) -> None:
         super().__init__()
-        channels, height, image_width = image_shape
-        levels = levels_for(height, image_width)
-        top = _channels(width, levels - 1)
         self.num_classes = num_classes
-        self.start_shape: tuple[int, ...] = (top, height >> levels, image_width >> levels)
-        if family == "mlp":
-            self.start_shape = (MLP_UNITS_PER_WIDTH * width,)
+        body = DECODER_BODIES[family](image_shape, width, depth, norm, num_classes)
+        self.start_shape = body.start_shape
         self.project = nn.Sequential(
             nn.Linear(latent_dim + num_classes, math.prod(self.start_shape)),
-            nn.ReLU() if family != "resnet" else nn.Identity(),
+            body.project_activation,
         )
-        # Channels after each level, from the smallest resolution up to the image's:
-        # the mirror of the encoder, ending at width // 2 at full resolution (dcgan ends
-        # directly at the image's channels).
-        outs = [_channels(width, level - 1) for level in reversed(range(1, levels))]
-        blocks: list[nn.Module] = []
-        in_ch = top
-        k = num_classes
-        if family == "mlp":
-            units = self.start_shape[0]
-            for _ in range(depth):
-                blocks += [nn.Linear(units, units), _norm(norm, units, k, vectors=True), nn.ReLU()]
-            blocks += [nn.Linear(units, math.prod(image_shape)), nn.Unflatten(1, image_shape)]
-        elif family == "dcgan":
-            for out_ch in outs:
-                blocks += [nn.ConvTranspose2d(in_ch, out_ch, 4, 2, 1), _norm(norm, out_ch, k)]
-                blocks.append(nn.ReLU())
-                in_ch = out_ch
-            blocks.append(nn.ConvTranspose2d(in_ch, channels, 4, 2, 1))
-        else:
-            for out_ch in [*outs, max(width // 2, 1)]:
-                if family == "resnet":
-                    blocks.append(ResidualBlock(in_ch, out_ch, norm, resample="up", num_classes=k))
-                    blocks += [
-                        ResidualBlock(out_ch, out_ch, norm, num_classes=k) for _ in range(depth)
-                    ]
-                else:
-                    blocks += [nn.ConvTranspose2d(in_ch, out_ch, 4, 2, 1), _norm(norm, out_ch, k)]
-                    blocks.append(nn.ReLU())
-                    for _ in range(depth):
-                        blocks += _conv_unit(out_ch, out_ch, norm, nn.ReLU(), k)
-                in_ch = out_ch
-            if family == "resnet":
-                blocks += [_norm(norm, in_ch, k), nn.ReLU()]
-            blocks.append(nn.Conv2d(in_ch, channels, 3, 1, 1))
-        self.blocks = nn.Sequential(*blocks)
+        self.blocks = nn.Sequential(*body.blocks())
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         if not self.num_classes:
