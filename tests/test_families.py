@@ -465,3 +465,26 @@ def test_ada_adapts_in_training_and_its_strength_is_saved_with_the_weights():
     assert "augment_p" not in plain.state_dict()  # checkpoints without ADA keep their keys
     with pytest.raises(ConfigError, match="adapts the strength of model.augment"):
         GANConfig(ada_target=0.6)  # no policy to adapt
+
+
+def test_the_vaegan_augments_x_and_its_reconstruction_alike_so_a_perfect_one_costs_nothing():
+    from gentrain.models.augment import augment_alike
+
+    torch.manual_seed(0)
+    x = torch.rand(6, 3, 16, 16) * 2 - 1
+    policy = ("color", "translation", "cutout")
+    start = torch.get_rng_state()
+    same, other = augment_alike([x, x.clone()], policy)
+    assert torch.equal(same, other) and not torch.equal(same, x)  # one transform, not none
+    after = torch.rand(1)
+    torch.set_rng_state(start)
+    augment(x, policy)
+    assert torch.equal(torch.rand(1), after)  # the random stream moved as for one batch
+
+    model = VAEGAN(VAEGANConfig(width=4, latent_dim=3, augment=list(policy)), (3, 16, 16))
+    images = torch.rand(6, 3, 16, 16)
+    seen_x, seen_tilde, seen_p = model.discriminator_inputs(images, images.clone(), images)
+    assert torch.equal(seen_x, seen_tilde)  # X~ = X: the learned similarity sees no gap
+    assert not torch.equal(seen_x, seen_p)  # Xp: a transform of its own
+    model.eval()  # validation and evaluation see the images as they are
+    assert torch.equal(model.discriminator_inputs(images, images, images)[0], images * 2 - 1)

@@ -97,6 +97,26 @@ def augment(
     return x
 
 
+def augment_alike(
+    batches: list[torch.Tensor], policy: tuple[str, ...], p: float | torch.Tensor = 1.0
+) -> list[torch.Tensor]:
+    """Each batch through ``augment`` with the same random draws, so the i-th images of
+    all batches get one transform (a VAE-GAN's X and its reconstruction X~: its learned
+    similarity then compares like with like). The random state ends as after one batch."""
+    device = batches[0].device
+    generators = {"cuda": torch.cuda, "mps": getattr(torch, "mps", None)}
+    accelerator = generators.get(device.type)
+    start_cpu = torch.get_rng_state()
+    start_device = accelerator.get_rng_state() if accelerator is not None else None
+    out = []
+    for batch in batches:
+        torch.set_rng_state(start_cpu)
+        if accelerator is not None:
+            accelerator.set_rng_state(start_device)
+        out.append(augment(batch, policy, p))
+    return out
+
+
 class AdaptiveStrength:
     """ADA's controller of ``p``: after each D step, ``p`` moves by ``sign(r_t - target)``
     times the images seen over ``images_to_full`` (the number of real images over which

@@ -33,7 +33,7 @@ same.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -48,6 +48,7 @@ from gentrain.models.adversarial import (
     LOGISTIC_LOSSES,
     check_loss,
 )
+from gentrain.models.augment import augment, augment_alike, parse_policy
 from gentrain.models.base import GenerativeModel
 from gentrain.models.gan import to_signed
 from gentrain.models.latent_prior import check_prior_config, latent_prior_for
@@ -89,9 +90,13 @@ class VAEGANConfig:
     # at each epoch's end (Ghosh et al. 2020). Training is unchanged. models/latent_prior.py
     prior_components: int = 20
     prior_fit_images: int = 20_000
+    # DiffAugment for D's inputs (Zhao et al. 2020): [] or any of [color, translation,
+    # cutout]. X and its reconstruction X~ get the same transform, Xp its own.
+    augment: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         check_loss(self.gan_loss, LOGISTIC_LOSSES, key="model.gan_loss")
+        parse_policy(self.augment)
         check_prior_config(self)
         check_architecture(self.family, self.depth, self.width, self.d_norm, self.encoder_norm)
         require_at_least(self, "model", 1, "latent_dim", "updates_per_batch")
@@ -154,6 +159,7 @@ class VAEGAN(GenerativeModel):
             )
         self.layer = layer
         self.latent_prior = latent_prior_for(cfg, num_classes)
+        self.augment_policy = parse_policy(cfg.augment)
 
     def networks(self) -> dict[str, nn.Module]:
         return {
@@ -172,12 +178,24 @@ class VAEGAN(GenerativeModel):
         return torch.sigmoid(self.decoder(z, labels))
 
     def discriminate_with_features(
-        self, x: torch.Tensor, labels: torch.Tensor | None = None
+        self, signed: torch.Tensor, labels: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """D's logit and its layer-l features. Each batch (X, X~, Xp) goes through D in its
-        own pass, so BatchNorm never mixes real and generated statistics."""
-        logit, features = self.discriminator.forward_with_features(to_signed(x), self.layer, labels)
+        """D's logit and its layer-l features for images in [-1, 1]. Each batch (X, X~, Xp)
+        goes through D in its own pass, so BatchNorm never mixes real and generated
+        statistics."""
+        logit, features = self.discriminator.forward_with_features(signed, self.layer, labels)
         return logit.squeeze(1), features
+
+    def discriminator_inputs(
+        self, x: torch.Tensor, x_tilde: torch.Tensor, x_p: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """X, X~ and Xp in D's [-1, 1], through ``model.augment`` in training (X and X~
+        alike)."""
+        x, x_tilde, x_p = to_signed(x), to_signed(x_tilde), to_signed(x_p)
+        if self.augment_policy and self.training:
+            x, x_tilde = augment_alike([x, x_tilde], self.augment_policy)
+            x_p = augment(x_p, self.augment_policy)
+        return x, x_tilde, x_p
 
     def losses(self, x: torch.Tensor, y: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Every loss term of the paper for batch ``x`` (of classes ``y``), from one
@@ -188,9 +206,10 @@ class VAEGAN(GenerativeModel):
         x_tilde = torch.sigmoid(logits_tilde)
         x_p = self.decode(torch.randn_like(mu), y)
 
-        d_x, features_x = self.discriminate_with_features(x, y)
-        d_tilde, features_tilde = self.discriminate_with_features(x_tilde, y)
-        d_p, _ = self.discriminate_with_features(x_p, y)
+        seen_x, seen_tilde, seen_p = self.discriminator_inputs(x, x_tilde, x_p)
+        d_x, features_x = self.discriminate_with_features(seen_x, y)
+        d_tilde, features_tilde = self.discriminate_with_features(seen_tilde, y)
+        d_p, _ = self.discriminate_with_features(seen_p, y)
 
         prior = gaussian_kl(mu, logvar).mean()
         llike = 0.5 * (features_x - features_tilde).pow(2).flatten(1).sum(1).mean()
