@@ -1,9 +1,8 @@
 """Dataset files checked before training: torchvision's published MD5s, then decoding.
 
-A truncated ``train-images-idx3-ubyte.gz`` used to surface as ``EOFError: Compressed file
-ended before the end-of-stream marker`` with a stack and no file name. ``read_verified``
-decodes a file and turns any decoding failure into one ``CorruptDataError`` that names the
-file, says whether it matches the MD5 torchvision publishes for it, and how to fix it. A
+A truncated or damaged file (an interrupted download) fails where it is decoded, deep in
+gzip or numpy, naming neither the file nor the fix. ``read_verified`` decodes a file and
+turns any decoding failure into one ``CorruptDataError`` that names the file, says whether it matches the MD5 torchvision publishes for it, and how to fix it. A
 file that decodes but differs from the published sum (a re-compressed copy, test data) is
 used with a warning.
 """
