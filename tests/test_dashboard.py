@@ -125,7 +125,10 @@ def test_hparams_lead_with_the_model_its_knobs_lr_batch_seed_and_the_optimised_m
         content["_hparams_/session_start_info"]
     )
     assert start.hparams["model"].string_value == "vaegan"
-    assert start.hparams["model.width"].number_value == 8
+    # Whole numbers and booleans as written (TensorBoard prints numbers as 8.0000)
+    assert start.hparams["model.width"].string_value == "8"
+    assert start.hparams["model.spectral_norm"].string_value == "true"
+    assert start.hparams["model.beta"].number_value == 1.0  # a float stays a number
     # optimizer.lr is null in the config (the model's choice): the column shows the rates
     # used, each network's where they differ (the VAE-GAN's autoencoder trains faster)
     shown = start.hparams["optimizer.lr"].string_value

@@ -71,9 +71,9 @@ def test_multirun_summarises_jobs_and_survives_a_failing_one(data_dir, cache_dir
     assert {"model.n_critic", "model.pixel_weight", "model", "seed"} <= set(columns)
     assert columns["model"].differs and columns["model.pixel_weight"].differs  # not in all
     assert not columns["seed"].differs
-    batch = columns["trainer.batch_size"]  # an integer: listed values, shown as 32
-    assert [v.number_value for v in batch.domain_discrete.values] == [32.0]
-    assert columns["optimizer.lr"].HasField("domain_interval")
+    batch = columns["trainer.batch_size"]  # an integer: shown as written, 32
+    assert [v.string_value for v in batch.domain_discrete.values] == ["32"]
+    assert columns["optimizer.lr"].HasField("domain_interval")  # a float: a range
 
 
 def test_seeds_are_aggregated_for_otherwise_identical_overrides():

@@ -2,9 +2,10 @@
 
 A truncated or damaged file (an interrupted download) fails where it is decoded, deep in
 gzip or numpy, naming neither the file nor the fix. ``read_verified`` decodes a file and
-turns any decoding failure into one ``CorruptDataError`` that names the file, says whether it matches the MD5 torchvision publishes for it, and how to fix it. A
-file that decodes but differs from the published sum (a re-compressed copy, test data) is
-used with a warning.
+turns any decoding failure into one ``CorruptDataError`` that names the file, says whether
+it matches the MD5 torchvision publishes for it, and how to fix it. A file that decodes
+but differs from the published sum (a re-compressed copy, test data) is used with a
+warning.
 """
 
 from __future__ import annotations

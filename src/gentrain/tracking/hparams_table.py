@@ -5,8 +5,8 @@ it finds. A run on its own writes one (so that its leading columns come first), 
 sweep of different models the first run's columns would hide the other models' knobs. The
 sweep (or comparison) directory therefore gets its own experiment summary, written at its
 root from every run's hyperparameters, and its runs write none: the columns are the union
-of the runs', those whose values differ lead, and numbers that are whole in every run
-(seed, batch size, widths) are declared integers.
+of the runs', and those whose values differ lead. (Whole numbers and booleans arrive as
+text, as each run logs them: see the TensorBoard logger's ``_shown``.)
 """
 
 from __future__ import annotations
@@ -94,11 +94,8 @@ def _column(name: str, seen: list[Any], runs: int) -> Any:
     info.differs = len(distinct) > 1 or len(seen) < runs  # absent from some runs: differs
     if kinds <= {int, float}:
         info.type = api_pb2.DATA_TYPE_FLOAT64
-        numbers = sorted({float(v) for v in seen})
-        if all(n.is_integer() for n in numbers):  # listed values, shown as 64, not 64.0
-            info.domain_discrete.extend(numbers)
-        else:
-            info.domain_interval.min_value, info.domain_interval.max_value = numbers[0], numbers[-1]
+        numbers = sorted(float(v) for v in seen)
+        info.domain_interval.min_value, info.domain_interval.max_value = numbers[0], numbers[-1]
     elif kinds == {bool}:
         info.type = api_pb2.DATA_TYPE_BOOL
         info.domain_discrete.extend(sorted(set(seen)))

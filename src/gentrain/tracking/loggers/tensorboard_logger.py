@@ -21,6 +21,17 @@ from gentrain.tracking.hparams_table import in_group
 from gentrain.tracking.loggers.base import Backend, Logger
 
 
+def _shown(value: Any) -> Any:
+    """An HParams value as TensorBoard should show it: it prints every number with five
+    significant digits (a seed of 0 as 0.0000, true as 1.0000), so whole numbers and
+    booleans go in as text, which it shows as written and filters by value."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    return value
+
+
 @dataclass
 class TensorBoardConfig:
     """TensorBoard has nothing to set: it writes into the run directory itself, so that
@@ -108,6 +119,7 @@ class TensorBoardLogger(Backend):
             if name not in self.tags:
                 self.writer.add_scalar(name, metrics[name], self.last_step)
                 self.tags.add(name)
+        values = {name: _shown(value) for name, value in values.items()}
         experiment, start, end = hparams_summaries(values, {k: metrics[k] for k in names})
         plugin_data = experiment.value[0].metadata.plugin_data
         content = HParamsPluginData.FromString(plugin_data.content)
