@@ -70,6 +70,10 @@ def scalar_layout(
     return layout
 
 
+# HParams columns that lead every table: what a reader asks of any run first.
+ALWAYS_LEADING = ("model", "optimizer.lr", "trainer.batch_size", "seed")
+
+
 def hparams_for(
     flat: dict[str, Any],
     metrics: dict[str, float],
@@ -97,7 +101,7 @@ def hparams_for(
     if "model/parameters" in metrics:
         values["model.parameters"] = int(metrics["model/parameters"])
     knobs = [f"model.{k}" for k in changed_knobs or []] or ["model.latent_dim"]
-    leading = {"model", *knobs, "optimizer.lr", "trainer.batch_size", "seed"}
+    leading = {*ALWAYS_LEADING, *knobs}
     return values, leading & set(values)
 
 

@@ -5,7 +5,8 @@ it finds. A run on its own writes one (so that its leading columns come first), 
 sweep of different models the first run's columns would hide the other models' knobs. The
 sweep (or comparison) directory therefore gets its own experiment summary, written at its
 root from every run's hyperparameters, and its runs write none: the columns are the union
-of the runs', and those whose values differ lead. (Whole numbers and booleans arrive as
+of the runs'; those whose values differ between the runs that have them lead, with the
+model, learning rate, batch size and seed. (Whole numbers and booleans arrive as
 text, as each run logs them: see the TensorBoard logger's ``_shown``.)
 """
 
@@ -16,7 +17,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from gentrain.tracking.dashboard import metric_order
+from gentrain.tracking.dashboard import ALWAYS_LEADING, metric_order
 
 # Set for the runs of a group (gentrain-compare's children): they leave the experiment
 # summary to the group. A sweep's jobs know from Hydra.
@@ -60,10 +61,8 @@ def write_group_hparams(group_dir: Path, run_dirs: list[Path], first_metric: str
 
     values: dict[str, list[Any]] = {}
     metrics: list[str] = []
-    logged = 0  # runs that logged hyperparameters (a job that failed early has none)
     for run_dir in run_dirs:
         hparams = run_hparams(run_dir)
-        logged += bool(hparams)
         for name, value in hparams.items():
             values.setdefault(name, []).append(value)
         metrics_file = run_dir / "metrics.json"
@@ -72,7 +71,7 @@ def write_group_hparams(group_dir: Path, run_dirs: list[Path], first_metric: str
             metrics += [m for m in metric_order(final, first_metric) if m not in metrics]
     if not values:
         return 0
-    infos = [_column(name, seen, logged) for name, seen in values.items()]
+    infos = [_column(name, seen) for name, seen in values.items()]
     infos.sort(key=lambda info: (not info.differs, info.name))
     experiment = api_pb2.Experiment(
         hparam_infos=infos,
@@ -85,13 +84,14 @@ def write_group_hparams(group_dir: Path, run_dirs: list[Path], first_metric: str
     return len(infos)
 
 
-def _column(name: str, seen: list[Any], runs: int) -> Any:
+def _column(name: str, seen: list[Any]) -> Any:
     from tensorboard.plugins.hparams import api_pb2
 
     info = api_pb2.HParamInfo(name=name)
     kinds = {type(v) for v in seen}
     distinct = {json.dumps(v, sort_keys=True) for v in seen}
-    info.differs = len(distinct) > 1 or len(seen) < runs  # absent from some runs: differs
+    # Leading: what varies between the runs that have it, and what every table leads with.
+    info.differs = len(distinct) > 1 or name in ALWAYS_LEADING
     if kinds <= {int, float}:
         info.type = api_pb2.DATA_TYPE_FLOAT64
         numbers = sorted(float(v) for v in seen)
