@@ -26,6 +26,7 @@ from gentrain.tracking.loggers import (
     FanOutLogger,
     MLflowConfig,
     NullLogger,
+    RunSummary,
     TensorBoardConfig,
     TensorBoardLogger,
     WandbConfig,
@@ -44,7 +45,7 @@ def log_a_run(logger, steps: range) -> None:
     for step in steps:
         logger.log_scalars({"train/loss": 100.0 - step, "train/kl": float(step)}, step)
         logger.log_image("samples", GRID, step)
-    logger.log_hparams(HPARAMS, METRICS, "val/fid", ["latent_dim"], {"vae": 0.001})
+    logger.log_hparams(RunSummary(HPARAMS, METRICS, "val/fid", ["latent_dim"], {"vae": 0.001}))
 
 
 @pytest.fixture
@@ -281,7 +282,9 @@ def test_mlflow_run_is_read_back_and_resumed_under_its_id(tmp_path, mlflow_store
     logger = build_logger({"mlflow": settings}, tmp_path, resume_step=2)
     assert client.get_run(run_id).info.status == "RUNNING"
     logger.log_scalars({"train/loss": 7.0}, 3)
-    logger.log_hparams({**HPARAMS, "seed": 1}, METRICS, "val/fid")  # a changed param stays
+    logger.log_hparams(
+        RunSummary({**HPARAMS, "seed": 1}, METRICS, "val/fid")
+    )  # a changed param stays
     logger.close()
     run = client.get_run(run_id)
     assert run.info.status == "FINISHED" and run.data.params["seed"] == "0"

@@ -43,7 +43,7 @@ from gentrain.tracking.console import (
     print_line,
     print_metrics_table,
 )
-from gentrain.tracking.loggers import build_logger
+from gentrain.tracking.loggers import RunSummary, build_logger
 from gentrain.training.data_parallel import World
 from gentrain.training.data_parallel import setup as setup_data_parallel
 from gentrain.training.memory import check_model_fits
@@ -177,7 +177,9 @@ def _train(
         metrics["time/wall_seconds"] = wall_clock.seconds
         changed = changed_knobs(config.model)
         rates = model.initial_learning_rates()
-        logger.log_hparams(flat_hparams(cfg), metrics, config.optimized_metric, changed, rates)
+        logger.log_hparams(
+            RunSummary(flat_hparams(cfg), metrics, config.optimized_metric, changed, rates)
+        )
     finally:
         logger.close()
     return report_run(config, trainer, metrics, output_dir)

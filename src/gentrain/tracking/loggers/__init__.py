@@ -2,7 +2,7 @@
 MLflow, several at once (``logger=[tensorboard,csv]``) or none. Importing this package
 registers every backend in ``LOGGERS``; W&B's and MLflow's packages load only when used."""
 
-from gentrain.tracking.loggers.base import Backend, Logger, NullLogger
+from gentrain.tracking.loggers.base import Backend, Logger, NullLogger, RunSummary
 from gentrain.tracking.loggers.build import build_logger, check_installed
 from gentrain.tracking.loggers.csv_logger import CSVConfig, CSVLogger
 from gentrain.tracking.loggers.fan_out import FanOutLogger
@@ -19,6 +19,7 @@ __all__ = [
     "MLflowConfig",
     "MLflowLogger",
     "NullLogger",
+    "RunSummary",
     "TensorBoardConfig",
     "TensorBoardLogger",
     "WandbConfig",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -11,6 +12,19 @@ import torch
 
 from gentrain.core.checkpoint import atomic_write_bytes
 from gentrain.core.terms import LoggedTerms
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """What a run reports once, at its end (or when it is stopped): its config flattened
+    to ``section/key`` scalars, its final metrics, the one it optimises (shown first),
+    the model knobs set away from their defaults and each network's learning rate."""
+
+    hparams: dict[str, Any]
+    metrics: dict[str, float]
+    first_metric: str = ""
+    changed_knobs: list[str] = field(default_factory=list)
+    learning_rates: dict[str, float] = field(default_factory=dict)
 
 
 class Logger:
@@ -24,14 +38,7 @@ class Logger:
 
     def log_layout(self, networks: list[str], terms: LoggedTerms) -> None: ...
 
-    def log_hparams(
-        self,
-        hparams: dict[str, Any],
-        metrics: dict[str, float],
-        first_metric: str = "",
-        changed_knobs: list[str] | None = None,
-        learning_rates: dict[str, float] | None = None,
-    ) -> None: ...
+    def log_hparams(self, summary: RunSummary) -> None: ...
 
     def close(self) -> None: ...
 

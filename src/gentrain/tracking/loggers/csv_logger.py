@@ -17,6 +17,7 @@ from gentrain.core.registry import LOGGERS
 from gentrain.tracking.loggers.base import (
     Backend,
     Logger,
+    RunSummary,
     final_order,
     grid_to_uint8,
     override_names,
@@ -84,17 +85,12 @@ class CSVLogger(Backend):
         with path.open("a") as f:
             f.write(f"## step {step}\n\n{text.rstrip()}\n\n")
 
-    def log_hparams(
-        self,
-        hparams: dict[str, Any],
-        metrics: dict[str, float],
-        first_metric: str = "",
-        changed_knobs: list[str] | None = None,
-        learning_rates: dict[str, float] | None = None,
-    ) -> None:
+    def log_hparams(self, summary: RunSummary) -> None:
         """``hparams.yaml``: the final metrics (``first_metric`` first), the model knobs
         set away from their defaults, each network's learning rate and the whole config
         under its command-line names."""
+        hparams, metrics, first_metric = summary.hparams, summary.metrics, summary.first_metric
+        changed_knobs, learning_rates = summary.changed_knobs, summary.learning_rates
         record = {
             "step": self.last_step,
             "metrics": {k: float(metrics[k]) for k in final_order(metrics, first_metric)},

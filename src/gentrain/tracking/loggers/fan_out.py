@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 
 from gentrain.core.terms import LoggedTerms
-from gentrain.tracking.loggers.base import Logger
+from gentrain.tracking.loggers.base import Logger, RunSummary
 
 
 class FanOutLogger(Logger):
@@ -32,16 +30,9 @@ class FanOutLogger(Logger):
         for logger in self.loggers:
             logger.log_layout(networks, terms)
 
-    def log_hparams(
-        self,
-        hparams: dict[str, Any],
-        metrics: dict[str, float],
-        first_metric: str = "",
-        changed_knobs: list[str] | None = None,
-        learning_rates: dict[str, float] | None = None,
-    ) -> None:
+    def log_hparams(self, summary: RunSummary) -> None:
         for logger in self.loggers:
-            logger.log_hparams(hparams, metrics, first_metric, changed_knobs, learning_rates)
+            logger.log_hparams(summary)
 
     def close(self) -> None:
         """Closes every logger, even after one fails (then raises the first failure)."""

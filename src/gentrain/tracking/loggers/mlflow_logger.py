@@ -19,6 +19,7 @@ from gentrain.core.registry import LOGGERS
 from gentrain.tracking.loggers.base import (
     Backend,
     Logger,
+    RunSummary,
     final_order,
     grid_to_uint8,
     override_names,
@@ -130,16 +131,11 @@ class MLflowLogger(Backend):
     def log_text(self, tag: str, text: str, step: int = 0) -> None:
         self.client.log_text(self.run_id, text, f"text/{tag}/step_{step:08d}.md")
 
-    def log_hparams(
-        self,
-        hparams: dict[str, Any],
-        metrics: dict[str, float],
-        first_metric: str = "",
-        changed_knobs: list[str] | None = None,
-        learning_rates: dict[str, float] | None = None,
-    ) -> None:
+    def log_hparams(self, summary: RunSummary) -> None:
         """Parameters are fixed once logged: a resumed run logs the ones not yet there
         and says which differ (a setting changed for the resumed process)."""
+        hparams, metrics = summary.hparams, summary.metrics
+        first_metric, learning_rates = summary.first_metric, summary.learning_rates
         from mlflow.entities import Param
 
         values = override_names(hparams)

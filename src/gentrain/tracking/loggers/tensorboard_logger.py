@@ -18,7 +18,7 @@ from gentrain.tracking.dashboard import (
     scalar_layout,
 )
 from gentrain.tracking.hparams_table import in_group
-from gentrain.tracking.loggers.base import Backend, Logger
+from gentrain.tracking.loggers.base import Backend, Logger, RunSummary
 
 
 def _shown(value: Any) -> Any:
@@ -95,19 +95,14 @@ class TensorBoardLogger(Backend):
             self.writer.file_writer.add_summary(custom_scalars(layout), self.last_step)
             self._layout = layout
 
-    def log_hparams(
-        self,
-        hparams: dict[str, Any],
-        metrics: dict[str, float],
-        first_metric: str = "",
-        changed_knobs: list[str] | None = None,
-        learning_rates: dict[str, float] | None = None,
-    ) -> None:
+    def log_hparams(self, summary: RunSummary) -> None:
         """One HParams row: the config (``hparams``, flattened), led by the values that
         distinguish runs (see ``dashboard.hparams_for``), and the final ``metrics``,
         ``first_metric`` first. Each network's learning rate also goes into the facts
         table (a constant rate is not logged as a curve). A run of a sweep or comparison
         leaves the columns to its group (``tracking.hparams_table``)."""
+        hparams, metrics, first_metric = summary.hparams, summary.metrics, summary.first_metric
+        changed_knobs, learning_rates = summary.changed_knobs, summary.learning_rates
         from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
         from torch.utils.tensorboard.summary import hparams as hparams_summaries
 

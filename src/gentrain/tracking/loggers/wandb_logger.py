@@ -16,6 +16,7 @@ from gentrain.core.registry import LOGGERS
 from gentrain.tracking.loggers.base import (
     Backend,
     Logger,
+    RunSummary,
     final_order,
     grid_to_uint8,
     override_names,
@@ -118,14 +119,9 @@ class WandbLogger(Backend):
         panel = wandb.Html(f"<pre>{html.escape(text)}</pre>")
         self.run.log({f"text/{tag}": panel}, step=max(step, self.run.step))
 
-    def log_hparams(
-        self,
-        hparams: dict[str, Any],
-        metrics: dict[str, float],
-        first_metric: str = "",
-        changed_knobs: list[str] | None = None,
-        learning_rates: dict[str, float] | None = None,
-    ) -> None:
+    def log_hparams(self, summary: RunSummary) -> None:
+        hparams, metrics = summary.hparams, summary.metrics
+        first_metric, learning_rates = summary.first_metric, summary.learning_rates
         config = override_names(hparams)
         config.update({f"lr.{net}": rate for net, rate in (learning_rates or {}).items()})
         self.run.config.update(config, allow_val_change=True)
