@@ -171,7 +171,7 @@ def _train(
         world=world,
     )
     try:
-        metrics = trainer.fit(model, data, config.optimizer, resume_from=start.resume_from)
+        metrics = trainer.fit(model, data, config.optimizer, start.resume_from, start.resume_state)
         metrics = world.broadcast(metrics)  # rank 0's clocks and counts on every rank
         # Everything the run spent: data, training, evaluation, earlier processes if resumed.
         metrics["time/wall_seconds"] = wall_clock.seconds

@@ -14,6 +14,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from gentrain.core.checkpoint import load_checkpoint
 from gentrain.core.config import RunConfig
@@ -30,6 +31,7 @@ class StartingPoint:
     run_dir: Path
     resume_from: Path | None = None  # the checkpoint a resumed run continues
     resume_step: int | None = None  # that checkpoint's step
+    resume_state: dict[str, Any] | None = None  # its contents, read once (on the CPU)
     init_from: str | None = None  # a run whose weights begin a new run (warm start)
 
 
@@ -66,9 +68,13 @@ def starting_point(
         return StartingPoint(run_dir=output_dir, init_from=str(init_from))
     if resume_from is None:
         return StartingPoint(run_dir=output_dir)
-    step = check_resume_source(resume_from, model_class)
+    state = load_checkpoint(resume_from)
+    check_model_class(state, resume_from, model_class)
     return StartingPoint(
-        run_dir=run_dir_of(resume_from) or output_dir, resume_from=resume_from, resume_step=step
+        run_dir=run_dir_of(resume_from) or output_dir,
+        resume_from=resume_from,
+        resume_step=int(state.get("step", 0)),
+        resume_state=state,
     )
 
 
@@ -127,14 +133,12 @@ def run_dir_of(checkpoint: Path) -> Path | None:
     return checkpoint.parent.parent
 
 
-def check_resume_source(path: Path, model_class: str) -> int:
-    """Before a resumed run writes anything: the checkpoint is a readable gentrain
-    checkpoint (see ``load_checkpoint``) of this run's model. Returns its step."""
-    state = load_checkpoint(path)
+def check_model_class(state: dict[str, Any], path: Path, model_class: str) -> None:
+    """Before a resumed run writes anything: the checkpoint (a readable gentrain checkpoint,
+    see ``load_checkpoint``) holds this run's model."""
     held = state.get("model_class")
     if held != model_class:
         raise GentrainError(
             f"{path} holds a {held} but this run builds a {model_class}; resume with the same "
             "model config (see .hydra/config.yaml in its run directory)"
         )
-    return int(state.get("step", 0))

@@ -40,6 +40,7 @@ from gentrain.tracking.loggers import Logger, NullLogger
 from gentrain.training.data_parallel import World
 from gentrain.training.devices import check_on_device
 from gentrain.training.optim import OptimizerConfig, OptimizerFactory
+from gentrain.training.resume import check_model_class
 from gentrain.training.runaway import RunawayDetector
 from gentrain.training.throughput import Throughput
 
@@ -235,10 +236,12 @@ class Trainer:
         data: ImageData,
         optimizer_cfg: OptimizerConfig,
         resume_from: Path | None = None,
+        resume_state: dict[str, Any] | None = None,
     ) -> dict[str, float]:
         """Train until ``max_epochs``, ``max_steps`` or ``max_seconds``; return the final
-        metrics."""
-        plan = self._prepare(model, data, optimizer_cfg, resume_from)
+        metrics. ``resume_from``: a checkpoint to continue (``resume_state``: its contents,
+        if they were read already)."""
+        plan = self._prepare(model, data, optimizer_cfg, resume_from, resume_state)
         stop = self.world.shared_stop(StopRequested())  # on all ranks after the same step
         metrics: dict[str, float] = {}
         with stop.installed(), TrainingProgress(plan.total_steps, self.cfg.progress) as progress:
@@ -259,6 +262,7 @@ class Trainer:
         data: ImageData,
         optimizer_cfg: OptimizerConfig,
         resume_from: Path | None,
+        resume_state: dict[str, Any] | None,
     ) -> TrainingPlan:
         """Loader, validation images, optimisers, the grids' fixed inputs; resume if asked."""
         cfg = self.cfg
@@ -305,7 +309,7 @@ class Trainer:
             data.val_labels[:shown].to(self.device) if labels else None,
         )
         if resume_from is not None:
-            self._restore(model, resume_from)
+            self._restore(model, resume_from, resume_state)
         else:
             self.history_path.unlink(missing_ok=True)  # a fresh run starts a fresh curve
         # trainer.max_seconds spent (already, for a run resumed after its budget)
@@ -579,13 +583,13 @@ class Trainer:
             self.checkpoint_path,
         )
 
-    def _restore(self, model: GenerativeModel, path: Path) -> None:
-        state = load_checkpoint(path, map_location=self.device)
-        if state.get("model_class") != type(model).__name__:
-            raise GentrainError(
-                f"{path} holds a {state.get('model_class')} but this run builds a "
-                f"{type(model).__name__}; resume with the same model config"
-            )
+    def _restore(
+        self, model: GenerativeModel, path: Path, state: dict[str, Any] | None = None
+    ) -> None:
+        """The run's full state from checkpoint ``path`` (``state``: its contents if they
+        were read already)."""
+        state = state if state is not None else load_checkpoint(path)
+        check_model_class(state, path, type(model).__name__)
         try:
             model.load_state_dict(state["model"])
             model.load_optimizer_state_dict(state["optimizers"])
