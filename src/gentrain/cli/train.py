@@ -119,12 +119,9 @@ def train(cfg: DictConfig, run_files: RunFiles | None = None) -> dict[str, float
 
 def remove_if_empty(directory: Path, keep: Path) -> None:
     """The directory Hydra made for a process whose run writes elsewhere, if it is empty."""
-    if (
-        directory.resolve() != keep.resolve()
-        and directory.is_dir()
-        and not any(directory.iterdir())
-    ):
-        directory.rmdir()
+    if directory.resolve() != keep.resolve() and directory.is_dir():
+        with contextlib.suppress(OSError):  # not empty, or another rank removed it first
+            directory.rmdir()
 
 
 def _train(
