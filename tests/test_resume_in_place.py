@@ -114,3 +114,18 @@ def test_ctrl_c_before_training_began_says_so_and_leaves_nothing(data_dir, tmp_p
     assert "stopped by Ctrl-C before training began" in result.stderr
     assert "Traceback" not in result.stdout + result.stderr
     assert not list((tmp_path / "outputs" / "runs").glob("*/*"))
+
+
+def test_a_resumed_writers_event_file_is_read_after_the_killed_processs(tmp_path):
+    # TensorBoard reads event files in name order: second, host, PID. A resumed writer that
+    # started in the killed process's second could sort first (here the killed file's host
+    # sorts last), and the killed process's steps would then overrule the resumed ones.
+    import time
+
+    from gentrain.tracking.loggers import TensorBoardLogger
+
+    killed = tmp_path / f"events.out.tfevents.{int(time.time())}.zzz.99999.0"
+    killed.write_bytes(b"")
+    TensorBoardLogger(tmp_path, purge_step=9).close()
+    files = sorted(p.name for p in tmp_path.glob("events.out.tfevents.*"))
+    assert len(files) == 2 and files[0] == killed.name

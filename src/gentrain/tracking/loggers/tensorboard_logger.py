@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,22 @@ def _shown(value: Any) -> Any:
     return value
 
 
+def wait_for_a_later_file_name(log_dir: Path) -> None:
+    """TensorBoard reads a run's event files in name order, and a name starts with the
+    second it was made in, then the host and PID. A resumed process whose file shared its
+    second with the killed one's could be read first, and the killed process's events
+    would then overrule the resumed ones; so the new file waits (under a second) until
+    its name sorts after every file already there."""
+    seconds = []
+    for path in log_dir.glob("events.out.tfevents.*"):
+        stamp = path.name.split(".")[3]
+        if stamp.isdigit():
+            seconds.append(int(stamp))
+    delay = max(seconds, default=0) + 1 - time.time()
+    if delay > 0:
+        time.sleep(delay)
+
+
 @dataclass
 class TensorBoardConfig:
     """TensorBoard has nothing to set: it writes into the run directory itself, so that
@@ -56,6 +73,8 @@ class TensorBoardLogger(Backend):
         from torch.utils.tensorboard import SummaryWriter
 
         self.log_dir = log_dir
+        if purge_step is not None:
+            wait_for_a_later_file_name(log_dir)
         self.writer = SummaryWriter(log_dir=str(log_dir), purge_step=purge_step)
         self.tags: set[str] = set()  # every scalar tag written: what the layout charts
         self.facts: dict[str, float] = {}
