@@ -129,3 +129,24 @@ def test_a_resumed_writers_event_file_is_read_after_the_killed_processs(tmp_path
     TensorBoardLogger(tmp_path, purge_step=9).close()
     files = sorted(p.name for p in tmp_path.glob("events.out.tfevents.*"))
     assert len(files) == 2 and files[0] == killed.name
+
+
+def test_resume_auto_continues_the_newest_run_of_the_same_model(tmp_path):
+    import os
+
+    from gentrain.training.resume import find_resume_checkpoint
+
+    day = tmp_path / "outputs" / "runs" / "2026-12-06"
+    for age, (name, model) in enumerate([("vae-old", "vae"), ("gan-new", "gan")]):
+        run = day / name
+        (run / "checkpoints").mkdir(parents=True)
+        (run / ".hydra").mkdir()
+        (run / ".hydra" / "config.yaml").write_text(f"model:\n  name: {model}\n")
+        ckpt = run / "checkpoints" / "last.ckpt"
+        ckpt.write_bytes(b"")
+        os.utime(ckpt, (1000 + age, 1000 + age))
+    new = day / "vae-later"
+    assert find_resume_checkpoint("auto", new, False, "vae").parent.parent.name == "vae-old"
+    assert find_resume_checkpoint("auto", new, False, "gan").parent.parent.name == "gan-new"
+    assert find_resume_checkpoint("auto", new, False, "vaegan") is None  # starts fresh
+    assert find_resume_checkpoint("auto", new, True, "vae") is None  # a sweep job: its own only

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from omegaconf import OmegaConf
+
 from gentrain.core.checkpoint import load_checkpoint
 from gentrain.core.config import RunConfig
 from gentrain.core.errors import ConfigError, GentrainError
@@ -45,7 +47,9 @@ def starting_point(
     the job's identity: when it already holds a checkpoint (the sweep was relaunched), the
     job continues it.
     """
-    resume_from = find_resume_checkpoint(config.trainer.resume, output_dir, in_sweep)
+    resume_from = find_resume_checkpoint(
+        config.trainer.resume, output_dir, in_sweep, config.model.name
+    )
     resume_from = resume_from or requeued_checkpoint(output_dir)
     own_checkpoint = last_checkpoint(output_dir)
     if resume_from is None and own_checkpoint.is_file():
@@ -78,13 +82,16 @@ def starting_point(
     )
 
 
-def find_resume_checkpoint(resume: str | None, output_dir: Path, in_sweep: bool) -> Path | None:
+def find_resume_checkpoint(
+    resume: str | None, output_dir: Path, in_sweep: bool, model: str | None = None
+) -> Path | None:
     """``trainer.resume``: null, ``auto`` or a path, turned into a checkpoint path.
 
     ``auto`` takes this run directory's ``checkpoints/last.ckpt`` if it has one; a single
     run then looks for the newest ``last.ckpt`` among its siblings (``outputs/runs/<date>/
-    <run>``) and continues that run. A sweep job never takes another job's checkpoint.
-    With none, training starts fresh.
+    <run>``) of the same ``model`` (as their ``.hydra/config.yaml`` says) and continues
+    that run. A sweep job never takes another job's checkpoint. With none, training starts
+    fresh.
     """
     if resume is None:
         return None
@@ -105,12 +112,26 @@ def find_resume_checkpoint(resume: str | None, output_dir: Path, in_sweep: bool)
         return None
     runs_root = output_dir.resolve().parents[1]
     found = sorted(
-        runs_root.glob(f"*/*/{CHECKPOINTS_DIR}/{LAST_CHECKPOINT}"), key=lambda p: p.stat().st_mtime
+        (
+            path
+            for path in runs_root.glob(f"*/*/{CHECKPOINTS_DIR}/{LAST_CHECKPOINT}")
+            if model is None or run_model(path.parent.parent) in (None, model)
+        ),
+        key=lambda p: p.stat().st_mtime,
     )
     if found:
         return found[-1]
     log.info("trainer.resume=auto: no checkpoint under %s, starting fresh", runs_root)
     return None
+
+
+def run_model(run_dir: Path) -> str | None:
+    """The model a run trained, from its ``.hydra/config.yaml`` (None if it cannot say)."""
+    try:
+        config = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
+        return str(config.model.name)
+    except Exception:  # no file, or not a gentrain config: the checkpoint's check decides
+        return None
 
 
 def requeued_checkpoint(output_dir: Path) -> Path | None:
