@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from omegaconf import OmegaConf
 
 from gentrain.core.config import validate_config
 from gentrain.core.errors import ConfigError
@@ -129,16 +130,20 @@ def test_recipes_follow_the_model_and_dataset_and_yield_to_the_command_line(
     path = [f"dataset.path={tmp_path}"] if dataset == "image_folder" else []
     typed = compose_only(f"model={model}", f"dataset={dataset}", *path)
     validate_config(typed)
-    listed = yaml.safe_load((CONFIGS / "recipe" / f"{recipe}.yaml").read_text())
-    for key, value in listed["model"].items():
-        assert typed.model[key] == value, key
+    # OmegaConf's YAML reads 2e-4 as the number Hydra composes (plain YAML: a string)
+    listed = OmegaConf.to_container(OmegaConf.load(CONFIGS / "recipe" / f"{recipe}.yaml"))
+    settings = [(s, k, v) for s in ("model", "optimizer") for k, v in listed.get(s, {}).items()]
+    assert settings, f"recipe {recipe} sets nothing of the model or optimiser"
+    for section, key, value in settings:
+        assert typed[section][key] == value, f"{section}.{key}"
     plain = compose_only(f"model={model}")  # on MNIST: the model's own defaults
-    assert any(plain.model[key] != value for key, value in listed["model"].items())
-    key, value = next(iter(listed["model"].items()))
-    changed = compose_only(f"model={model}", f"dataset={dataset}", *path, f"model.{key}=null")
-    assert changed.model[key] is None
+    assert any(plain[section][key] != value for section, key, value in settings)
+    section, key, _ = settings[0]
+    changed = compose_only(f"model={model}", f"dataset={dataset}", *path, f"{section}.{key}=null")
+    assert changed[section][key] is None
     for preset in (CONFIGS / "experiment").glob(f"{recipe}*.yaml"):
-        assert compose_only(f"experiment={preset.stem}", *path).model == typed.model
+        composed = compose_only(f"experiment={preset.stem}", *path)
+        assert (composed.model, composed.optimizer) == (typed.model, typed.optimizer)
 
 
 def test_train_yaml_lists_every_group():
