@@ -25,6 +25,7 @@ from gentrain.core.child_process import stop_with_parent
 from gentrain.core.config import OPTIMIZED_METRIC, RunConfig, validate_config
 from gentrain.core.errors import ConfigError, GentrainError
 from gentrain.core.paths import config_dir
+from gentrain.core.ranks import in_sweep_job
 from gentrain.core.registry import MODELS
 from gentrain.core.runtime import resolve_device, seed_everything
 from gentrain.data import build_dataset, check_batch_fits
@@ -105,7 +106,7 @@ def train(cfg: DictConfig, run_files: RunFiles | None = None) -> dict[str, float
             own, output_dir = output_dir, Path(world.broadcast(str(output_dir)))
             remove_if_empty(own, keep=output_dir)
         model_class = MODELS.get(config.model.name).__name__
-        start = starting_point(config, output_dir, model_class, in_sweep=_in_multirun())
+        start = starting_point(config, output_dir, model_class, in_sweep=in_sweep_job())
         if start.run_dir != output_dir:  # a resumed run continues in its own directory
             log.info("resuming %s in place, from step %d", start.run_dir, start.resume_step)
             remove_if_empty(output_dir, keep=start.run_dir)
@@ -206,13 +207,6 @@ def report_run(
     return metrics
 
 
-def _in_multirun() -> bool:
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
-
-
 def hydra_task(cfg: DictConfig) -> float | None:
     """Hydra's task function: returns the optimised metric for sweepers.
 
@@ -222,7 +216,7 @@ def hydra_task(cfg: DictConfig) -> float | None:
     """
     run_files = RunFiles()
     optimized = str(cfg.get("optimized_metric", OPTIMIZED_METRIC))
-    if _in_multirun():  # a relaunched sweep: a job that finished before is kept
+    if in_sweep_job():  # a relaunched sweep: a job that finished before is kept
         kept = finished_job(Path(cfg.paths.output_dir))
         if kept is not None:
             print_line(f"{cfg.paths.output_dir}: finished in an earlier launch, kept")
@@ -243,7 +237,7 @@ def hydra_task(cfg: DictConfig) -> float | None:
         )
         sys.exit(130)
     except Exception as exc:
-        if not _in_multirun():
+        if not in_sweep_job():
             run_files.discard()  # a refused run leaves nothing
             if not isinstance(exc, GentrainError):
                 raise

@@ -1,4 +1,5 @@
-"""The one place that knows about process ranks.
+"""The one place that knows which process this is: its rank, and whether Hydra runs it as
+a sweep's job.
 
 Logging and checkpointing go through ``is_main_process`` / ``rank_zero_only`` so that
 data-parallel training can be added later without touching the training loop.
@@ -34,3 +35,11 @@ def rank_zero_only(fn: F) -> F:
         return fn(*args, **kwargs) if is_main_process() else None
 
     return wrapper  # type: ignore[return-value]
+
+
+def in_sweep_job() -> bool:
+    """Whether Hydra runs this process's task as one job of a sweep (``-m``, a search)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN

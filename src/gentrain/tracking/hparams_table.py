@@ -17,6 +17,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from gentrain.core.ranks import in_sweep_job
 from gentrain.tracking.dashboard import ALWAYS_LEADING, metric_order
 
 # Set for the runs of a group (gentrain-compare's children): they leave the experiment
@@ -27,12 +28,7 @@ SUFFIX = ".hparams"  # the group's own event file, replaced whenever the table i
 
 def in_group() -> bool:
     """Whether this run is one of a sweep's or a comparison's runs."""
-    if os.environ.get(GROUP_ENV):
-        return True
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+    return bool(os.environ.get(GROUP_ENV)) or in_sweep_job()
 
 
 def run_hparams(run_dir: Path) -> dict[str, Any]:
@@ -88,18 +84,13 @@ def _column(name: str, seen: list[Any]) -> Any:
     from tensorboard.plugins.hparams import api_pb2
 
     info = api_pb2.HParamInfo(name=name)
-    kinds = {type(v) for v in seen}
-    distinct = {json.dumps(v, sort_keys=True) for v in seen}
     # Leading: what varies between the runs that have it, and what every table leads with.
-    info.differs = len(distinct) > 1 or name in ALWAYS_LEADING
-    if kinds <= {int, float}:
+    info.differs = len(set(seen)) > 1 or name in ALWAYS_LEADING
+    if {type(v) for v in seen} <= {int, float}:
         info.type = api_pb2.DATA_TYPE_FLOAT64
         numbers = sorted(float(v) for v in seen)
         info.domain_interval.min_value, info.domain_interval.max_value = numbers[0], numbers[-1]
-    elif kinds == {bool}:
-        info.type = api_pb2.DATA_TYPE_BOOL
-        info.domain_discrete.extend(sorted(set(seen)))
-    else:
+    else:  # text, as runs log whole numbers and booleans too (the TensorBoard logger)
         info.type = api_pb2.DATA_TYPE_STRING
         info.domain_discrete.extend(sorted({str(v) for v in seen}))
     return info

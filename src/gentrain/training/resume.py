@@ -32,9 +32,13 @@ class StartingPoint:
 
     run_dir: Path
     resume_from: Path | None = None  # the checkpoint a resumed run continues
-    resume_step: int | None = None  # that checkpoint's step
     resume_state: dict[str, Any] | None = None  # its contents, read once (on the CPU)
     init_from: str | None = None  # a run whose weights begin a new run (warm start)
+
+    @property
+    def resume_step(self) -> int | None:
+        """The step the resumed checkpoint was saved at (None for a new run)."""
+        return None if self.resume_state is None else int(self.resume_state.get("step", 0))
 
 
 def starting_point(
@@ -77,7 +81,6 @@ def starting_point(
     return StartingPoint(
         run_dir=run_dir_of(resume_from) or output_dir,
         resume_from=resume_from,
-        resume_step=int(state.get("step", 0)),
         resume_state=state,
     )
 
