@@ -98,7 +98,13 @@ def compose_config(overrides: list[str]) -> DictConfig:
 
 @pytest.fixture(scope="session")
 def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Feature classifiers for evaluation, shared by the whole session (never ~/.cache)."""
+    """Feature classifiers for evaluation, shared by the whole session and by its
+    pytest-xdist workers, which train each classifier once between them (the cache's
+    lock), never ~/.cache."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = tmp_path_factory.getbasetemp().parent / "shared_cache"
+        shared.mkdir(exist_ok=True)
+        return shared
     return tmp_path_factory.mktemp("cache")
 
 

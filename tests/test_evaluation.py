@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import torch
 
 from gentrain.core.errors import GentrainError
-from gentrain.data import DatasetConfig, build_dataset
+from gentrain.data import DatasetConfig, ImageData, build_dataset
 from gentrain.evaluation import EvalConfig, Evaluator
 from gentrain.evaluation import classifier as classifier_module
 from gentrain.evaluation.precision_recall import precision_recall
@@ -142,3 +144,39 @@ def test_inception_features_without_torch_fidelity_say_what_to_install(monkeypat
     )
     with pytest.raises(ConfigError, match=r"pip install 'gentrain\[inception\]'.*classifier"):
         inception_features()
+
+
+def test_runs_started_together_train_a_new_classifier_once(tmp_path, monkeypatch):
+    """A sweep's parallel jobs on a new data set: one trains, the others load its cache."""
+    import threading
+
+    data = ImageData(
+        "toy",
+        torch.randint(0, 255, (64, 1, 16, 16), dtype=torch.uint8),
+        torch.randint(0, 255, (32, 1, 16, 16), dtype=torch.uint8),
+        torch.arange(64) % 2,
+        torch.arange(32) % 2,
+        ["a", "b"],
+    )
+    trained = []
+    real_training = classifier_module.train_classifier
+
+    def slow_training(*args, **kwargs):
+        trained.append(threading.get_ident())
+        time.sleep(0.5)  # the others arrive while it trains
+        return real_training(*args, **kwargs)
+
+    monkeypatch.setattr(classifier_module, "train_classifier", slow_training)
+    accuracies = []
+
+    def job():
+        accuracies.append(
+            classifier_module.load_or_train_classifier(data, tmp_path, torch.device("cpu"))[1]
+        )
+
+    jobs = [threading.Thread(target=job) for _ in range(3)]
+    for j in jobs:
+        j.start()
+    for j in jobs:
+        j.join()
+    assert len(trained) == 1 and len(accuracies) == 3 and len(set(accuracies)) == 1

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from filelock import FileLock
 from torch import nn
 
 from gentrain.core.checkpoint import atomic_write, check_writable
@@ -152,27 +153,35 @@ def load_or_train_classifier(
     key = cache_key(data.name, data.image_shape, len(data.train))
     path = cache_dir / "classifiers" / f"{key}.pt"
     if path.is_file():
-        state = torch.load(path, map_location=device, weights_only=True)
-        model = DomainClassifier(data.image_shape, state["num_classes"]).to(device)
-        model.load_state_dict(state["model"])
-        log.info("feature classifier: %s (test accuracy %.4f)", path, state["accuracy"])
-        return model.eval(), float(state["accuracy"])
-
+        return _load(path, data, device)
     check_writable(path, CACHE_FIX)  # before the training, not after it
-    log.info("training the %s feature classifier (once; cached in %s)", data.name, path)
-    model, acc = train_classifier(data, device, epochs)
-    log.info("feature classifier test accuracy on %s: %.4f", data.name, acc)
-    if acc < required:
-        raise GentrainError(
-            f"the {data.name} feature classifier reached {acc:.4f} test accuracy, below the "
-            f"{required:.2f} its metrics need; not caching it. This is a bug or a changed "
-            "dataset: check the data directory"
-        )
-    state = {
-        "model": model.state_dict(),
-        "accuracy": acc,
-        "num_classes": model.head.out_features,
-        "dataset": data.name,
-    }
-    atomic_write(path, lambda f: torch.save(state, f), then=CACHE_FIX)
+    # Runs started together on a new data set (a sweep's parallel jobs) train it once: the
+    # first takes the lock and trains, the others wait and load what it cached.
+    with FileLock(path.with_name(f"{path.name}.lock")):
+        if path.is_file():
+            return _load(path, data, device)
+        log.info("training the %s feature classifier (once; cached in %s)", data.name, path)
+        model, acc = train_classifier(data, device, epochs)
+        log.info("feature classifier test accuracy on %s: %.4f", data.name, acc)
+        if acc < required:
+            raise GentrainError(
+                f"the {data.name} feature classifier reached {acc:.4f} test accuracy, below "
+                f"the {required:.2f} its metrics need; not caching it. This is a bug or a "
+                "changed dataset: check the data directory"
+            )
+        state = {
+            "model": model.state_dict(),
+            "accuracy": acc,
+            "num_classes": model.head.out_features,
+            "dataset": data.name,
+        }
+        atomic_write(path, lambda f: torch.save(state, f), then=CACHE_FIX)
     return model, acc
+
+
+def _load(path: Path, data: ImageData, device: torch.device) -> tuple[DomainClassifier, float]:
+    state = torch.load(path, map_location=device, weights_only=True)
+    model = DomainClassifier(data.image_shape, state["num_classes"]).to(device)
+    model.load_state_dict(state["model"])
+    log.info("feature classifier: %s (test accuracy %.4f)", path, state["accuracy"])
+    return model.eval(), float(state["accuracy"])
