@@ -60,10 +60,9 @@ def _find(raw_dir: Path, stem: str) -> Path | None:
     return None
 
 
-def load_idx_dataset(
-    cfg: DatasetConfig, folder: str, tv_class: type, class_names: list[str]
-) -> ImageData:
-    """Load both splits of an MNIST-layout dataset under ``<root>/<folder>/raw``."""
+def load_idx_dataset(cfg: DatasetConfig, folder: str, class_names: list[str]) -> ImageData:
+    """Load both splits of an MNIST-layout dataset under ``<root>/<folder>/raw``
+    (``folder`` is also the name of torchvision's dataset class, which downloads it)."""
     root = Path(cfg.root).expanduser()
     if root.is_file():
         raise DataNotFoundError(
@@ -73,7 +72,9 @@ def load_idx_dataset(
     raw_dir = root / folder / "raw"
     stems = [stem for files in SPLIT_FILES.values() for stem in files]
     if any(_find(raw_dir, s) is None for s in stems) and cfg.download:
-        _download(tv_class, root)
+        from torchvision import datasets  # imported when needed: a missing file fails fast
+
+        _download(getattr(datasets, folder), root)
     missing = [s for s in stems if _find(raw_dir, s) is None]
     if missing:
         raise DataNotFoundError(
@@ -115,13 +116,9 @@ def _download(tv_class: type, root: Path) -> None:
 
 @DATASETS.register("mnist")
 def load_mnist(cfg: DatasetConfig) -> ImageData:
-    from torchvision import datasets
-
-    return load_idx_dataset(cfg, "MNIST", datasets.MNIST, [str(d) for d in range(10)])
+    return load_idx_dataset(cfg, "MNIST", [str(d) for d in range(10)])
 
 
 @DATASETS.register("fashion_mnist")
 def load_fashion_mnist(cfg: DatasetConfig) -> ImageData:
-    from torchvision import datasets
-
-    return load_idx_dataset(cfg, "FashionMNIST", datasets.FashionMNIST, FASHION_CLASSES)
+    return load_idx_dataset(cfg, "FashionMNIST", FASHION_CLASSES)
