@@ -138,12 +138,19 @@ def _rank(rank, size, port, jobs, patch, results, timeout_s="60"):
             return
 
 
+#: what gentrain imports only once a run needs it (grids, metrics, the latent prior)
+RUN_TIME_IMPORTS = ["torchvision.utils", "torchmetrics.image.fid", "sklearn.mixture"]
+
+
 def _run_ranks(jobs, patch=None, size=2, timeout=240, timeout_s="60"):
     """Start ``size`` ranks on ``jobs``; return what each reported, by rank."""
     # A fork server that has imported torch and gentrain once starts each rank in a fork of
-    # itself (no distributed state, no threads yet): the ranks skip seconds of imports.
+    # itself (no distributed state, no threads yet): the ranks skip seconds of imports,
+    # those a run makes when it first draws a grid, evaluates or fits a prior included.
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["torch", "gentrain.cli.train", "gentrain.cli.evaluate"])
+    context.set_forkserver_preload(
+        ["torch", "gentrain.cli.train", "gentrain.cli.evaluate", *RUN_TIME_IMPORTS]
+    )
     results = context.Queue()
     port = _free_port()
     procs = [

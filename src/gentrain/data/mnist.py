@@ -7,6 +7,7 @@ network exists; otherwise the error says where we looked and what to put there.
 
 from __future__ import annotations
 
+import functools
 import gzip
 from pathlib import Path
 
@@ -53,6 +54,21 @@ def read_idx(path: Path) -> np.ndarray:
     return array.reshape(dims)
 
 
+def read_idx_once(path: Path) -> np.ndarray:
+    """``read_idx``, decoded once per file version and process (read-only): a sweep's
+    jobs run in one process and each loads the same files, and gunzipping MNIST's
+    training images takes longer than a smoke run's steps."""
+    stat = path.stat()
+    return _decoded(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=8)  # both files of both splits of MNIST and Fashion-MNIST
+def _decoded(path: str, size: int, mtime_ns: int) -> np.ndarray:
+    array = read_idx(Path(path))
+    array.flags.writeable = False
+    return array
+
+
 def _find(raw_dir: Path, stem: str) -> Path | None:
     for candidate in (raw_dir / stem, raw_dir / f"{stem}.gz"):
         if candidate.is_file():
@@ -86,9 +102,9 @@ def load_idx_dataset(cfg: DatasetConfig, folder: str, class_names: list[str]) ->
         )
     splits, labels = {}, {}
     for split, (images_stem, labels_stem) in SPLIT_FILES.items():
-        images = read_verified(_find(raw_dir, images_stem), folder, read_idx)  # type: ignore[arg-type]
+        images = read_verified(_find(raw_dir, images_stem), folder, read_idx_once)  # type: ignore[arg-type]
         splits[split] = torch.from_numpy(images.copy()).unsqueeze(1)  # (N, 1, 28, 28)
-        targets = read_verified(_find(raw_dir, labels_stem), folder, read_idx)  # type: ignore[arg-type]
+        targets = read_verified(_find(raw_dir, labels_stem), folder, read_idx_once)  # type: ignore[arg-type]
         labels[split] = torch.from_numpy(targets.astype(np.int64))
     return ImageData(
         name=cfg.name,
