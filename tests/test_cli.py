@@ -6,9 +6,9 @@ import os
 import subprocess
 import sys
 import zipfile
-from pathlib import Path
 
 from conftest import REPO
+from omegaconf import OmegaConf
 
 
 def _gentrain(data_dir, run_dir, *overrides):
@@ -85,13 +85,12 @@ def test_non_editable_wheel_ships_the_configs(data_dir, tmp_path, cache_dir):
         cwd=tmp_path,
     )
     assert installed.returncode == 0, installed.stderr
-    env = {**os.environ, "PYTHONPATH": str(target)}
-    where = _run(
-        ["-c", "import gentrain.core.paths as p; print(p.config_dir())"], cwd=tmp_path, env=env
-    )
-    assert Path(where.stdout.strip()) == target / "gentrain" / "configs", where.stderr
+    env = {**os.environ, "PYTHONPATH": str(target), "GENTRAIN_CACHE_DIR": str(cache_dir)}
     run_dir = tmp_path / "run"
-    env["GENTRAIN_CACHE_DIR"] = str(cache_dir)
     result = _run(_gentrain(data_dir, run_dir, "logger=none"), cwd=tmp_path, env=env)
     assert result.returncode == 0, result.stdout + result.stderr
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    # The run composed the wheel's configs (Hydra records where its configs came from).
+    hydra = OmegaConf.load(run_dir / ".hydra" / "hydra.yaml").hydra
+    sources = [s.path for s in hydra.runtime.config_sources if s.provider == "main"]
+    assert sources == [str(target / "gentrain" / "configs")], sources
