@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
+import logging
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -161,3 +163,40 @@ def compose_only(tmp_path: Path, cache_dir: Path) -> Callable[..., DictConfig]:
         return compose_config([*base, *overrides])
 
     return make
+
+
+@pytest.fixture
+def gentrain_main(
+    capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> Callable[..., tuple[int, str]]:
+    """``gentrain <args>`` through its entry point in this process, from ``cwd``: its exit
+    code and what it printed. A subprocess would pay seconds of imports; what the command
+    leaves in the process (environment variables a sweep sets for its jobs, Hydra's
+    logging handlers, argv) is undone, as the end of a process would undo it."""
+
+    def run(*args: str, cwd: Path, env: dict[str, str] | None = None) -> tuple[int, str]:
+        from gentrain.cli.train import main
+
+        environ, root = dict(os.environ), logging.getLogger()
+        handlers, level = list(root.handlers), root.level
+        monkeypatch.setattr(sys, "argv", ["gentrain", *args])
+        monkeypatch.chdir(cwd)
+        os.environ.update(env or {})
+        capfd.readouterr()
+        try:
+            main()
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+        finally:
+            os.environ.clear()
+            os.environ.update(environ)
+            for handler in root.handlers:
+                if handler not in handlers:
+                    handler.close()
+            root.handlers[:] = handlers
+            root.setLevel(level)
+        out, err = capfd.readouterr()
+        return code, out + err
+
+    return run

@@ -13,33 +13,18 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 
-def test_multirun_summarises_jobs_and_survives_a_failing_one(data_dir, cache_dir, tmp_path):
+def test_multirun_summarises_jobs_and_survives_a_failing_one(
+    data_dir, cache_dir, tmp_path, gentrain_main
+):
     sweep_dir = tmp_path / "sweep"
-    env = {**os.environ, "GENTRAIN_CACHE_DIR": str(cache_dir)}
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "gentrain",
-            "-m",
-            "debug=fast",
-            "device=cpu",
-            "eval.enabled=false",
-            "optimized_metric=val/d_real",
-            "model=gan,vaegan",
-            "model.width=8",
-            "optimizer.lr=0.001,-1",
-            f"paths.data_dir={data_dir}",
-            f"hydra.sweep.dir={sweep_dir}",
-        ],
-        capture_output=True,
-        text=True,
+    code, output = gentrain_main(
+        *["-m", "debug=fast", "device=cpu", "eval.enabled=false"],
+        *["optimized_metric=val/d_real", "model=gan,vaegan", "model.width=8"],
+        *["optimizer.lr=0.001,-1", f"paths.data_dir={data_dir}", f"hydra.sweep.dir={sweep_dir}"],
         cwd=tmp_path,
-        env=env,
-        timeout=600,
+        env={"GENTRAIN_CACHE_DIR": str(cache_dir)},
     )
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output
+    assert code == 0, output
     names = sorted(p.name for p in sweep_dir.iterdir() if p.is_dir())
     assert names == [  # readable: the job number, then the overrides that vary between jobs
         "0_model=gan,optimizer.lr=0.001",
@@ -137,46 +122,36 @@ def test_conditional_metrics_are_columns_only_when_a_job_has_them(tmp_path):
     ]
 
 
-def _sweep(data_dir, cache_dir, tmp_path, *overrides):
+def _sweep(gentrain_main, data_dir, cache_dir, tmp_path, *overrides):
     sweep_dir = tmp_path / "sweep"
-    env = {**os.environ, "GENTRAIN_CACHE_DIR": str(cache_dir)}
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "gentrain",
-            *[o for o in overrides if o.startswith("-")],
-            "debug=fast",
-            "device=cpu",
-            "eval.enabled=false",
-            "logger=none",
-            "optimized_metric=val/loss",
-            *[o for o in overrides if not o.startswith("-")],
-            f"paths.data_dir={data_dir}",
-            f"hydra.sweep.dir={sweep_dir}",
-        ],
-        capture_output=True,
-        text=True,
+    code, output = gentrain_main(
+        *[o for o in overrides if o.startswith("-")],
+        *["debug=fast", "device=cpu", "eval.enabled=false", "logger=none"],
+        "optimized_metric=val/loss",
+        *[o for o in overrides if not o.startswith("-")],
+        *[f"paths.data_dir={data_dir}", f"hydra.sweep.dir={sweep_dir}"],
         cwd=tmp_path,
-        env=env,
-        timeout=600,
+        env={"GENTRAIN_CACHE_DIR": str(cache_dir)},
     )
-    assert result.returncode == 0, result.stdout + result.stderr
+    assert code == 0, output
     with open(sweep_dir / "summary.csv") as f:
         return sweep_dir, list(csv.DictReader(f))
 
 
 def test_optuna_search_runs_its_trials_and_a_relaunch_continues_its_study(
-    data_dir, cache_dir, tmp_path
+    data_dir, cache_dir, tmp_path, gentrain_main
 ):
     search = ["hparams_search=vae_optuna", "hydra.sweeper.sampler.n_startup_trials=1"]
-    sweep_dir, rows = _sweep(data_dir, cache_dir, tmp_path, *search, "hydra.sweeper.n_trials=1")
+    sweep_dir, rows = _sweep(
+        gentrain_main, data_dir, cache_dir, tmp_path, *search, "hydra.sweeper.n_trials=1"
+    )
     assert len(rows) == 1 and rows[0]["status"] == "completed"
     # The default storage lives in the sweep directory. Relaunched against it with
     # n_trials=2 (here into another directory), the study runs one more trial, not two.
     storage = f"sqlite:///{sweep_dir / 'optuna.db'}"
     (tmp_path / "again").mkdir()
     sweep_dir, rows = _sweep(
+        gentrain_main,
         data_dir,
         cache_dir,
         tmp_path / "again",
@@ -195,7 +170,7 @@ def test_optuna_search_runs_its_trials_and_a_relaunch_continues_its_study(
 
 
 def test_a_killed_sweep_relaunched_finishes_its_jobs_without_retraining(
-    data_dir, cache_dir, tmp_path
+    data_dir, cache_dir, tmp_path, gentrain_main
 ):
     command = [
         *[sys.executable, "-m", "gentrain", "-m", "debug=fast", "device=cpu"],
@@ -217,9 +192,10 @@ def test_a_killed_sweep_relaunched_finishes_its_jobs_without_retraining(
     }
     assert 2 <= len(kept) < 4 and not (sweep_dir / "summary.csv").exists()  # killed mid-sweep
 
-    again = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True)
-    assert again.returncode == 0, again.stdout + again.stderr
-    assert f"continuing the unfinished sweep {sweep_dir.relative_to(tmp_path)}" in again.stdout
+    # The relaunch, as typed again (in this process: the kill above is the CLI's part).
+    code, output = gentrain_main(*command[3:], cwd=tmp_path, env=env)
+    assert code == 0, output
+    assert f"continuing the unfinished sweep {sweep_dir.relative_to(tmp_path)}" in output
     assert list(root.glob("*/*")) == [sweep_dir]  # the same sweep, no second one
     with open(sweep_dir / "summary.csv") as f:
         rows = list(csv.DictReader(f))
@@ -230,9 +206,11 @@ def test_a_killed_sweep_relaunched_finishes_its_jobs_without_retraining(
     assert json.loads((sweep_dir / "sweep.json").read_text())["launches"] == 2
 
 
-def test_parallel_local_launcher_runs_jobs(data_dir, cache_dir, tmp_path):
+def test_parallel_local_launcher_runs_jobs(data_dir, cache_dir, tmp_path, gentrain_main):
     _, rows = _sweep(
-        data_dir, cache_dir, tmp_path, "-m", "launcher=local_parallel", "model.latent_dim=4,8"
+        gentrain_main,
+        *(data_dir, cache_dir, tmp_path),
+        *("-m", "launcher=local_parallel", "model.latent_dim=4,8"),
     )
     assert [r["status"] for r in rows] == ["completed", "completed"]
     latent = {o for r in rows for o in r["overrides"].split() if o.startswith("model.latent")}
