@@ -17,7 +17,8 @@ def test_the_gpu_benchmark_runs_end_to_end_on_cpu(data_dir, cache_dir, monkeypat
         *(str(REPO / "scripts" / "benchmark_gpu.py"), "--device", "cpu"),
         *("--models", "vae", "--steps", "2", "--batch-size", "32", "--precision", "32"),
         *("--compile", "0", "--channels-last", "1", "--eval-samples", "64"),
-        *("--data-dir", str(data_dir), "--overrides", "dataset.limit=256", "model.width=8"),
+        # the smoke runs' 512 images (debug=fast): their cached feature classifier
+        *("--data-dir", str(data_dir), "--overrides", "dataset.limit=512", "model.width=8"),
         *("eval.min_accuracy=0", "eval.kid_subset_size=32", "eval.nll_images=32"),
         f"paths.cache_dir={cache_dir}",
     ]
