@@ -21,6 +21,27 @@ def test_mnist_decodes_the_real_gz_files_in_place(data_dir):
     assert 0 < data.train.float().mean() < 255 and int(data.train.max()) == 255
 
 
+def test_an_idx_file_is_decoded_once_per_version(tmp_path):
+    """A sweep's jobs reload the same files: decoded once, read-only; a file replaced
+    (another size or time) is decoded anew, never served from the old decode."""
+    import os
+
+    from gentrain.data.mnist import read_idx_once
+
+    def write(path, rows):
+        header = bytes([0, 0, 0x08, 2]) + len(rows).to_bytes(4, "big") + (3).to_bytes(4, "big")
+        path.write_bytes(header + bytes(v for row in rows for v in row))
+
+    path = tmp_path / "labels-idx2-ubyte"
+    write(path, [[1, 2, 3]])
+    first = read_idx_once(path)
+    assert first.tolist() == [[1, 2, 3]] and not first.flags.writeable
+    assert read_idx_once(path) is first
+    write(path, [[4, 5, 6], [7, 8, 9]])
+    os.utime(path, ns=(1, 1))  # even with the old time, the size differs
+    assert read_idx_once(path).tolist() == [[4, 5, 6], [7, 8, 9]]
+
+
 def test_fashion_mnist_loads(fashion_data_dir):
     data = build_dataset(
         DatasetConfig(name="fashion_mnist", root=str(fashion_data_dir), download=False, limit=100)

@@ -295,3 +295,26 @@ def test_the_vaegan_trains_its_autoencoder_faster_than_its_discriminator_unless_
     assert lrs(lr=5e-4) == {"encoder": 5e-4, "decoder": 5e-4, "discriminator": 5e-4}
     one = lrs(per_network={"decoder": {"lr": 3e-4}})
     assert one == {"encoder": 1e-3, "decoder": 3e-4, "discriminator": 2e-4}
+
+
+@pytest.mark.parametrize("config", [GANConfig(), VAEGANConfig()], ids=["gan", "vaegan"])
+def test_the_memory_check_sizes_a_spectral_norm_model_as_it_is_built(config):
+    """The check builds its meta model without spectral norm's power iterations: the
+    parameters it counts are the real model's, and a model too large is still refused."""
+    import dataclasses
+
+    from gentrain.models import build_model
+    from gentrain.training.memory import _sized_alike, check_model_fits
+
+    assert config.spectral_norm
+    with torch.device("meta"):
+        real = build_model(config, (1, 28, 28), 10, "mnist")
+        sized = build_model(_sized_alike(config), (1, 28, 28), 10, "mnist")
+
+    def shapes(model):  # a parametrised weight is listed after its bias
+        return sorted(tuple(p.shape) for p in model.parameters())
+
+    assert shapes(sized) == shapes(real)
+    huge = dataclasses.replace(config, width=20000)
+    with pytest.raises(ConfigError, match="M parameters: .* Fix: lower model.width"):
+        check_model_fits(huge, (1, 28, 28), 10, "mnist", torch.device("cpu"))
