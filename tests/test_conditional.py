@@ -265,3 +265,30 @@ def test_an_unconditional_vae_into_a_cvaegan_is_refused_with_the_fix(tmp_path, d
     )
     assert "Fix: add model.conditional=false to this command (the source run's setting)" in message
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+def test_an_unbalanced_set_is_sampled_in_its_own_class_proportions(tmp_path):
+    """FID, KID, precision and recall compare the samples with the real images: on a folder
+    where one class holds most images (as the emoji folder's people do), the samples
+    hold the classes in the training split's proportions; a balanced set in turn."""
+    from gentrain.data import ImageData
+    from gentrain.evaluation import EvalConfig, Evaluator
+    from gentrain.evaluation.evaluator import labels_in_proportion
+
+    assert labels_in_proportion(torch.arange(30) % 3, 7).tolist() == [0, 1, 2, 0, 1, 2, 0]
+    train_labels = torch.tensor([0] * 60 + [1] * 30 + [2] * 10)
+    data = ImageData(
+        name="folder",
+        train=torch.zeros(100, 1, 28, 28, dtype=torch.uint8),
+        val=torch.zeros(10, 1, 28, 28, dtype=torch.uint8),
+        train_labels=train_labels,
+        val_labels=torch.arange(10) % 3,
+        class_names=["people", "objects", "flags"],
+    )
+    cfg = EvalConfig(num_samples=50, batch_size=20)
+    evaluator = Evaluator(cfg, data, torch.device("cpu"), tmp_path)
+    model = VAE(VAEConfig(width=8, latent_dim=4, conditional=True), (1, 28, 28), num_classes=3)
+    images, labels = evaluator.generate(model.eval())
+    assert images.shape == (50, 1, 28, 28)
+    assert torch.bincount(labels).tolist() == [30, 15, 5]
+    assert labels[:3].tolist() == [0, 1, 2]  # spread over the batches, not sorted by class

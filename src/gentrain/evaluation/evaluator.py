@@ -8,7 +8,9 @@ image passes through the feature network once (torchmetrics is imported then, no
 command starts). Every number is reported with the counts it was computed from, and the
 real-data floor (the same metric between the real train and test splits) beside it.
 
-A conditional model is sampled class-balanced (labels 0..K-1 in turn), and scored also by
+A conditional model is sampled in the training split's class proportions (on a balanced
+set: labels 0..K-1 in turn), so that its samples hold the classes as the real images they
+are compared with do (an own folder is rarely balanced), and it is scored also by
 its *conditional accuracy* (the share of samples the domain classifier assigns to the
 class they were drawn for) and its *intra-class FID* (the mean over classes of the FID
 between a class's samples and that class's test images; Miyato & Koyama 2018).
@@ -28,6 +30,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -125,6 +128,21 @@ def inception_features() -> tuple[nn.Module, nn.Module]:
         raise ConfigError(
             f"could not load the Inception weights ({exc}); use eval.features=classifier"
         ) from None
+
+
+def labels_in_proportion(train_labels: torch.Tensor, n: int) -> torch.Tensor:
+    """``n`` class labels in the proportions of ``train_labels`` (largest remainders),
+    spread evenly: a class's j-th of k draws sits at j/k of the way, ties in class order,
+    so a balanced set gives 0, 1, ..., K-1, 0, 1, ..."""
+    counts = torch.bincount(train_labels.cpu()).double()
+    quota = counts / counts.sum() * n
+    draws = quota.floor().long()
+    left = n - int(draws.sum())
+    draws[torch.argsort(quota - draws, descending=True, stable=True)[:left]] += 1
+    classes = torch.repeat_interleave(torch.arange(len(draws)), draws)
+    position = torch.cat([torch.arange(int(k)) / int(k) for k in draws if k > 0])
+    order = np.lexsort((classes.numpy(), position.numpy()))
+    return classes[torch.from_numpy(order)]
 
 
 class Evaluator:
@@ -281,11 +299,13 @@ class Evaluator:
     @torch.no_grad()
     def generate(self, model: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None]:
         """This rank's share of ``num_samples`` images from the same seeded noise at every
-        evaluation, and the class each of all of them was drawn for (class-balanced; None
-        for an unconditional model). Every rank draws every batch's noise, so its share is
-        what one process draws at those rows."""
+        evaluation, and the class each of all of them was drawn for (in the training
+        split's proportions; None for an unconditional model). Every rank draws every
+        batch's noise, so its share is what one process draws at those rows."""
         generator = torch.Generator().manual_seed(self.cfg.seed)
-        labels = model.balanced_labels(self.cfg.num_samples) if model.conditional else None
+        labels = None
+        if model.conditional:
+            labels = labels_in_proportion(self.data.train_labels, self.cfg.num_samples)
         mine = self._my_rows(self.cfg.num_samples)
         images = [torch.empty(0, *self.data.image_shape)]
         for start in range(0, self.cfg.num_samples, self.cfg.batch_size):
