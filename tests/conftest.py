@@ -96,6 +96,10 @@ def fashion_data_dir() -> Path:
     return require_dataset("FashionMNIST")
 
 
+#: what each test sets to its own directories, on a copy of a config composed once
+PER_TEST_PATHS = ("paths.data_dir", "paths.cache_dir", "paths.output_dir")
+
+
 def compose_config(overrides: list[str]) -> DictConfig:
     """``train.yaml`` composed with ``overrides``, as the CLI composes it.
 
@@ -107,9 +111,6 @@ def compose_config(overrides: list[str]) -> DictConfig:
     for override in OverridesParser.create().parse_overrides(paths):
         OmegaConf.update(cfg, override.key_or_group, override.value())
     return cfg
-
-
-PER_TEST_PATHS = ("paths.data_dir", "paths.cache_dir", "paths.output_dir")
 
 
 @functools.lru_cache(maxsize=256)

@@ -53,14 +53,20 @@ def published_md5(path: Path, folder: str) -> str | None:
     return published_md5s().get(folder, {}).get(path.name)
 
 
+def file_version(path: Path) -> tuple[str, int, int]:
+    """(resolved path, size, mtime): what a per-process cache of a file's contents is keyed
+    by, so that a file replaced in place is read again."""
+    stat = path.stat()
+    return str(path.resolve()), stat.st_size, stat.st_mtime_ns
+
+
 def matches_published(path: Path, folder: str) -> bool | None:
     """Whether ``path`` has torchvision's MD5 (hashed once per file version and process);
     None if torchvision publishes none for it (an uncompressed copy, another dataset)."""
     md5 = published_md5(path, folder)
     if md5 is None:
         return None
-    stat = path.stat()
-    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    key = file_version(path)
     if key not in _checked:
         from torchvision.datasets.utils import check_integrity
 

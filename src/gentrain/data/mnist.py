@@ -17,7 +17,7 @@ import torch
 from gentrain.core.errors import DataNotFoundError
 from gentrain.core.registry import DATASETS
 from gentrain.data.base import DatasetConfig, ImageData
-from gentrain.data.integrity import read_verified
+from gentrain.data.integrity import file_version, read_verified
 
 _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 #: Zalando's names for Fashion-MNIST's labels 0-9 (as torchvision's ``FashionMNIST.classes``)
@@ -58,8 +58,7 @@ def read_idx_once(path: Path) -> np.ndarray:
     """``read_idx``, decoded once per file version and process (read-only): a sweep's
     jobs run in one process and each loads the same files, and gunzipping MNIST's
     training images takes longer than a smoke run's steps."""
-    stat = path.stat()
-    return _decoded(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    return _decoded(*file_version(path))
 
 
 @functools.lru_cache(maxsize=8)  # both files of both splits of MNIST and Fashion-MNIST
